@@ -1,0 +1,426 @@
+"""The typed pipeline spec: one ``pipeline.yaml`` parsed into frozen pydantic models.
+
+Every front door (CLI, Airflow, Dagster) parses the same YAML into the same :class:`PipelineSpec`.
+Models are frozen and reject unknown keys; errors name the YAML path (and line) of the offending
+value. Keys are referenced by id only: inline key material is a :class:`~privstage.errors.SpecError`.
+
+String values may use ``${VAR}`` or ``${VAR:-default}`` to read environment variables. Relative
+dataset paths resolve against ``base_dir`` (by default the directory holding the spec file).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from privstage.errors import SpecError
+
+__all__ = [
+    "DatasetInput",
+    "EnvKeysSpec",
+    "ExpectationSpec",
+    "FileKeysSpec",
+    "KeysSpec",
+    "LocalKeyringSpec",
+    "OutputSpec",
+    "PipelineSpec",
+    "PseudonymColumn",
+    "PseudonymizeStage",
+    "SparkSpec",
+    "StageSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: Field names that would carry key material inline; they are refused with a pointed message.
+INLINE_SECRET_FIELDS = frozenset({"key", "secret", "key_material", "key_value", "password", "hmac_key"})
+
+
+def _looks_like_key_material(value: str) -> bool:
+    """True for strings that are plausibly an encoded key (hex or base64 of 16 bytes or more)."""
+    if re.fullmatch(r"[0-9a-fA-F]{32,}", value):
+        return True
+    if len(value) >= 22 and re.fullmatch(r"[A-Za-z0-9+/_-]+={0,2}", value) and re.search(r"[0-9]", value):
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            return False
+        # Human-chosen ids are mostly letters and separators; random keys are not.
+        letters = sum(c.isalpha() for c in value)
+        return len(raw) >= 16 and letters / len(value) < 0.9 and not re.search(r"[._-]{1}[a-z]{3,}", value)
+    return False
+
+
+def validate_key_id(value: str) -> str:
+    """Check that a key id is an id, not key material."""
+    if not isinstance(value, str) or not KEY_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            "a key id is 1-64 characters of letters, digits, '.', '_' or '-' (reference keys by id; "
+            "key material never goes in a spec)"
+        )
+    if _looks_like_key_material(value):
+        raise ValueError("this key id looks like key material; reference keys by id only")
+    return value
+
+
+KeyId = Annotated[str, Field(description="Id of a key held by the key provider (never the key itself).")]
+
+
+class StrictModel(BaseModel):
+    """Frozen, closed model: unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_inline_secrets(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for name in data:
+                if str(name).lower() in INLINE_SECRET_FIELDS:
+                    raise ValueError(
+                        f"inline key material ('{name}') is not allowed in a spec; "
+                        "store the key with the key provider and reference it with key_id"
+                    )
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Environment: Spark and keys
+# --------------------------------------------------------------------------------------------
+class SparkSpec(StrictModel):
+    """How to get a SparkSession. Environment wins: ``SPARK_REMOTE`` selects Spark Connect."""
+
+    master: str | None = Field(None, description="Spark master URL; default local[*].")
+    remote: str | None = Field(None, description="Spark Connect URL (sc://host:port) or 'local[N]'.")
+    app_name: str = Field("privstage", description="Spark application name.")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings.")
+
+
+class LocalKeyringSpec(StrictModel):
+    """Local development keyring file created by ``privstage keys init`` (never for production)."""
+
+    provider: Literal["local"] = "local"
+    path: str | None = Field(
+        None, description="Keyring file; default $PRIVSTAGE_KEYRING or <state_dir>/dev-keyring.json."
+    )
+
+
+class FileKeysSpec(StrictModel):
+    """A directory of key files, as Kubernetes mounts a Secret: key id = file name."""
+
+    provider: Literal["files"]
+    directory: str = Field(description="Directory holding one base64 key per file (<id> or <id>.v<N>).")
+
+
+class EnvKeysSpec(StrictModel):
+    """Keys in environment variables: <prefix><ID> (current) and <prefix><ID>_V<N> (versions)."""
+
+    provider: Literal["env"]
+    prefix: str = Field("PRIVSTAGE_KEY_", pattern=r"^[A-Z][A-Z0-9_]*$")
+
+
+KeysSpec = Annotated[LocalKeyringSpec | FileKeysSpec | EnvKeysSpec, Field(discriminator="provider")]
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets and guards
+# --------------------------------------------------------------------------------------------
+class DatasetInput(StrictModel):
+    """Where a stage reads: a dataset path, or the committed output of an earlier stage."""
+
+    path: str | None = Field(None, description="Dataset path (relative paths resolve against base_dir).")
+    stage: str | None = Field(None, description="Name of an earlier stage whose output to read.")
+    format: Literal["parquet", "csv", "json"] = "parquet"
+    options: dict[str, str] = Field(default_factory=dict, description="Reader options (csv: header, ...).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetInput:
+        if (self.path is None) == (self.stage is None):
+            raise ValueError("give exactly one of 'path' or 'stage'")
+        return self
+
+
+class OutputSpec(StrictModel):
+    """Where a stage writes. Outputs are committed atomically (staging directory, then rename)."""
+
+    path: str
+    format: Literal["parquet"] = "parquet"
+    mode: Literal["error", "overwrite"] = Field(
+        "error", description="'error' refuses an existing output; 'overwrite' replaces it atomically."
+    )
+    partition_by: tuple[str, ...] = ()
+
+
+class ExpectationSpec(StrictModel):
+    """One Great Expectations expectation, as GX 1.x writes it in a suite: type + kwargs."""
+
+    type: str = Field(pattern=r"^expect_[a-z0-9_]+$", description="GX expectation type (snake case).")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    blocking: bool = Field(True, description="A failing blocking expectation stops the pipeline.")
+
+
+class StageBase(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Stage name, unique in the pipeline.")
+    description: str | None = None
+    input: DatasetInput
+    output: OutputSpec
+    sensitive_columns: tuple[str, ...] = Field(
+        (), description="Columns whose values never appear in guard results or reports."
+    )
+    expect_before: tuple[ExpectationSpec, ...] = ()
+    expect_after: tuple[ExpectationSpec, ...] = ()
+
+    def input_sensitive_columns(self) -> frozenset[str]:
+        return frozenset(self.sensitive_columns)
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset()
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+class PseudonymColumn(StrictModel):
+    """One column replaced by its keyed pseudonym HMAC-SHA-256(key, normalise(value))."""
+
+    column: str
+    key_id: KeyId
+    case_fold: bool = Field(False, description="Unicode full case folding before hashing.")
+    encoding: Literal["hex", "base64url"] = "hex"
+    bits: int = Field(256, ge=128, le=256, multiple_of=8, description="Truncate the MAC to this many bits.")
+    output_column: str | None = Field(None, description="Rename the column; the raw column never remains.")
+
+    @field_validator("key_id")
+    @classmethod
+    def _check_key_id(cls, value: str) -> str:
+        return validate_key_id(value)
+
+
+class PseudonymizeStage(StageBase):
+    """Keyed pseudonymization (HMAC-SHA-256). There is no unkeyed mode."""
+
+    kind: Literal["pseudonymize"]
+    columns: tuple[PseudonymColumn, ...] = Field(min_length=1)
+    tenant_column: str | None = Field(
+        None, description="Derive a separate key per value of this column so tenants cannot be linked."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> PseudonymizeStage:
+        names = [c.column for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a column is listed twice in columns: {sorted(names)}")
+        outs = [c.output_column or c.column for c in self.columns]
+        if len(set(outs)) != len(outs):
+            raise ValueError("two pseudonymized columns would have the same output name")
+        if self.tenant_column and self.tenant_column in names:
+            raise ValueError("tenant_column cannot itself be pseudonymized in the same stage")
+        return self
+
+    def input_sensitive_columns(self) -> frozenset[str]:
+        return frozenset(self.sensitive_columns) | {c.column for c in self.columns}
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(c.key_id for c in self.columns)
+
+
+StageSpec = Annotated[PseudonymizeStage, Field(discriminator="kind")]
+STAGE_KINDS: tuple[str, ...] = ("pseudonymize",)
+
+
+class PipelineSpec(StrictModel):
+    """A whole pipeline: environment plus an ordered list of stages."""
+
+    version: Literal[1] = 1
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    state_dir: str = Field(".privstage", description="Where local state lives (dev keyring, ledger).")
+    spark: SparkSpec = SparkSpec()
+    keys: KeysSpec = LocalKeyringSpec()
+    stages: tuple[StageSpec, ...] = Field(min_length=1)
+    base_dir: str = Field(".", description="Relative paths resolve against this; set by the loader.")
+
+    @model_validator(mode="after")
+    def _references(self) -> PipelineSpec:
+        seen: set[str] = set()
+        outputs: dict[str, str] = {}
+        for i, stage in enumerate(self.stages):
+            if stage.name in seen:
+                raise ValueError(f"stages[{i}]: stage name '{stage.name}' is used twice")
+            if stage.input.stage is not None and stage.input.stage not in seen:
+                raise ValueError(
+                    f"stages[{i}] ({stage.name}): input.stage '{stage.input.stage}' is not an earlier stage"
+                )
+            out = stage.output.path
+            if out in outputs:
+                raise ValueError(f"stages[{i}] ({stage.name}): output path also written by '{outputs[out]}'")
+            outputs[out] = stage.name
+            seen.add(stage.name)
+        return self
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise SpecError(f"no stage named '{name}' (stages: {', '.join(s.name for s in self.stages)})")
+
+    def resolve_path(self, path: str) -> str:
+        """Absolute form of a dataset path; URIs (scheme://) are returned unchanged."""
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+            return path
+        p = Path(path).expanduser()
+        if not p.is_absolute():
+            p = Path(self.base_dir) / p
+        return str(p.resolve())
+
+    def input_path(self, stage: StageSpec) -> str:
+        if stage.input.stage is not None:
+            return self.resolve_path(self.stage(stage.input.stage).output.path)
+        assert stage.input.path is not None
+        return self.resolve_path(stage.input.path)
+
+    def input_format(self, stage: StageSpec) -> str:
+        return "parquet" if stage.input.stage is not None else stage.input.format
+
+    def state_path(self) -> Path:
+        return Path(self.resolve_path(self.state_dir))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise SpecError(f"environment variable ${{{name}}} is not set and has no default", path=where or None)
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map YAML paths to 1-based line numbers, for error messages."""
+    out: dict[tuple[Any, ...], int] = {}
+    if node is None:
+        return out
+    out[prefix] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[(*prefix, key)] = k.start_mark.line + 1
+            out.update(_line_index(v, (*prefix, key)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.update(_line_index(v, (*prefix, i)))
+    return out
+
+
+def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """Render a pydantic error location as a YAML path; drop union tags pydantic inserts."""
+    parts: list[str] = []
+    clean: list[Any] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            clean.append(item)
+            continue
+        # Tags of discriminated unions ('pseudonymize', 'local', ...) follow an index or a field.
+        if i > 0 and item in (*STAGE_KINDS, "local", "files", "env") and clean and (
+            isinstance(loc[i - 1], int) or loc[i - 1] == "keys"
+        ):
+            continue
+        parts.append(("." if parts else "") + str(item))
+        clean.append(item)
+    return "".join(parts) or "<root>", tuple(clean)
+
+
+def _spec_error(exc: ValidationError, lines: Mapping[tuple[Any, ...], int], source: str) -> SpecError:
+    messages = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where, clean = _format_loc(tuple(err["loc"]))
+        line = None
+        probe = clean
+        while probe and line is None:
+            line = lines.get(probe)
+            probe = probe[:-1]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not part of the spec; check spelling)"
+        elif err["type"] == "union_tag_invalid":
+            tag = (err.get("ctx") or {}).get("tag")
+            msg = f"unknown stage kind or provider '{tag}' (stage kinds: {', '.join(STAGE_KINDS)})"
+        at = f" (line {line})" if line else ""
+        messages.append(f"{where}{at}: {msg}")
+    return SpecError(f"invalid pipeline spec {source}:\n  " + "\n  ".join(messages))
+
+
+def parse_spec(
+    text: str,
+    *,
+    base_dir: str | os.PathLike[str] = ".",
+    env: Mapping[str, str] | None = None,
+    source: str = "<string>",
+) -> PipelineSpec:
+    """Parse YAML text into a :class:`PipelineSpec`.
+
+    Raises:
+        SpecError: malformed YAML, unknown keys, wrong types, bad references; the message names
+            the YAML path and line.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a pipeline spec is a YAML mapping with 'name' and 'stages'")
+    data = _interpolate(data, os.environ if env is None else env)
+    data.setdefault("base_dir", str(Path(base_dir).resolve()))
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc, _line_index(node), source) from None
+
+
+def load_spec(
+    path: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PipelineSpec:
+    """Load ``pipeline.yaml``. Relative paths resolve against ``base_dir`` (default: the file's folder)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read pipeline spec {p}: {exc.strerror}") from None
+    env = os.environ if env is None else env
+    if base_dir is None:
+        base_dir = env.get("PRIVSTAGE_BASE_DIR") or p.resolve().parent
+    return parse_spec(text, base_dir=base_dir, env=env, source=str(p))
