@@ -1,0 +1,429 @@
+"""The engine: validate -> plan -> pre-guards -> apply -> post-guards -> commit -> report.
+
+Every front door (CLI, Airflow operators, Dagster assets) calls :func:`run_pipeline` with the
+same :class:`~privstage.spec.PipelineSpec`. Everything that can be checked without reading data
+(spec, keys, input schemas, output policy, expectation names) is checked first, for all selected
+stages, before any stage runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from privstage.errors import GuardFailed, PrivstageError, SpecError, StageExecutionError
+from privstage.guards.base import Guard, GuardContext, GuardOutcome, GuardReport, Phase
+from privstage.io import MANIFEST_NAME, commit, discard, local_path, new_staging_path, read_dataset, write_json_atomic
+from privstage.report import PipelineManifest, StageManifest, utc_now, write_report
+from privstage.stages import stage_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+    from privstage.keys.base import KeyProvider
+    from privstage.spec import PipelineSpec, StageSpec
+
+__all__ = ["PipelinePlan", "RunContext", "StagePlan", "plan_pipeline", "run_pipeline", "validate_pipeline"]
+
+log = logging.getLogger("privstage")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who runs the pipeline and under which run key (stable across retries of one logical run)."""
+
+    run_key: str
+    orchestrator: str = "cli"
+    partition: str | None = None
+    attempt: int = 1
+
+
+@dataclass
+class StagePlan:
+    """One stage resolved against its input schema and keys. Holds keys: never serialize it."""
+
+    spec: StageSpec
+    module: ModuleType
+    detail: Any  # the stage module's own plan object
+    input_path: str
+    input_format: str
+    input_options: dict[str, str]
+    input_schema: StructType
+    output_path: str
+    output_schema: StructType
+    overwrite: bool
+    before: list[Guard] = field(default_factory=list)
+    after: list[Guard] = field(default_factory=list)
+
+    @property
+    def key_versions(self) -> dict[str, int]:
+        return dict(getattr(self.detail, "key_versions", {}))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe summary for ``privstage plan``."""
+        return {
+            "stage": self.spec.name,
+            "kind": self.spec.kind,
+            "input": self.input_path,
+            "output": self.output_path,
+            "overwrite": self.overwrite,
+            "key_versions": self.key_versions,
+            "columns_in": list(self.input_schema.fieldNames()),
+            "columns_out": list(self.output_schema.fieldNames()),
+            "guards_before": len(self.before) + len(self.spec.expect_before),
+            "guards_after": len(self.after) + len(self.spec.expect_after),
+        }
+
+
+@dataclass
+class PipelinePlan:
+    spec: PipelineSpec
+    stages: list[StagePlan]
+
+    def describe(self) -> dict[str, Any]:
+        return {"pipeline": self.spec.name, "stages": [s.describe() for s in self.stages]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress on the terminal
+# ---------------------------------------------------------------------------------------------
+class _Progress:
+    """Per-stage progress lines on stderr (only names, counts and timings)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.console: Any = None
+        if enabled:
+            from rich.console import Console
+
+            self.console = Console(stderr=True, highlight=False)
+
+    def stage(self, index: int, total: int, spec: StageSpec) -> None:
+        log.info("stage %d/%d %s (%s) starting", index, total, spec.name, spec.kind)
+        if self.console:
+            self.console.print(f"[bold][{index}/{total}] {spec.name}[/bold] ({spec.kind})")
+
+    def step(self, name: str, ok: bool, seconds: float, note: str = "") -> None:
+        log.info("  %s %s in %.2fs %s", name, "ok" if ok else "FAILED", seconds, note)
+        if self.console:
+            mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
+            self.console.print(f"    {mark} {name:<14} {seconds:6.2f}s  {note}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+def _read_schema(spark: SparkSession, stage: StageSpec, path: str, fmt: str, options: dict[str, str]) -> StructType:
+    if not path.startswith(("s3a://", "s3://", "gs://", "abfs://", "hdfs://")) and not local_path(path).exists():
+        raise SpecError(f"input dataset {path} does not exist", stage=stage.name)
+    try:
+        return read_dataset(spark, path, fmt, options).schema
+    except Exception as exc:
+        raise SpecError(
+            f"cannot read the schema of input {path} as {fmt} ({_error_class(exc)})", stage=stage.name
+        ) from None
+
+
+def _guards_for(stage: StageSpec, phase: Phase, builtin: list[Guard]) -> list[Guard]:
+    expectations = stage.expect_before if phase == "before" else stage.expect_after
+    guards = list(builtin)
+    if expectations:
+        from privstage.guards.gx import GXSuiteGuard
+
+        guards.append(GXSuiteGuard(name=f"expect_{phase}", expectations=expectations))
+    return guards
+
+
+def plan_pipeline(
+    spec: PipelineSpec,
+    *,
+    spark: SparkSession,
+    keys: KeyProvider,
+    stages: Sequence[str] | None = None,
+    overwrite: bool | None = None,
+) -> PipelinePlan:
+    """Resolve every selected stage before any data is read.
+
+    Raises:
+        SpecError: unknown stage, missing input, unknown column, wrong type, output exists, bad
+            expectation.
+        KeyUnavailable: a key id cannot be fetched.
+    """
+    selected = list(stages) if stages else [s.name for s in spec.stages]
+    for name in selected:
+        spec.stage(name)  # raises SpecError for an unknown name
+    planned: dict[str, StagePlan] = {}
+    out: list[StagePlan] = []
+    for stage in spec.stages:
+        if stage.name not in selected:
+            continue
+        module = stage_module(stage.kind)
+        input_path = spec.input_path(stage)
+        fmt = spec.input_format(stage)
+        options = dict(stage.input.options) if stage.input.stage is None else {}
+        if stage.input.stage is not None and stage.input.stage in planned:
+            schema = planned[stage.input.stage].output_schema
+        else:
+            schema = _read_schema(spark, stage, input_path, fmt, options)
+        detail = module.plan(stage, schema, keys)
+        empty = spark.createDataFrame([], schema)
+        output_schema = module.apply(empty, detail, spark=spark).schema
+        output_path = spec.resolve_path(stage.output.path)
+        stage_overwrite = bool(overwrite) or stage.output.mode == "overwrite"
+        if local_path(output_path).exists() and not stage_overwrite:
+            raise SpecError(
+                f"output {output_path} exists; set output.mode: overwrite or pass --overwrite", stage=stage.name
+            )
+        if os.path.realpath(local_path(output_path)) == os.path.realpath(local_path(input_path)):
+            raise SpecError("output path is the input path", stage=stage.name)
+        for phase, expectations, columns in (
+            ("expect_before", stage.expect_before, schema.fieldNames()),
+            ("expect_after", stage.expect_after, output_schema.fieldNames()),
+        ):
+            if expectations:
+                from privstage.guards.gx import check_expectation_specs
+
+                check_expectation_specs(expectations, stage=stage.name, phase=phase, columns=columns)
+        before, after = module.builtin_guards(detail)
+        plan = StagePlan(
+            spec=stage,
+            module=module,
+            detail=detail,
+            input_path=input_path,
+            input_format=fmt,
+            input_options=options,
+            input_schema=schema,
+            output_path=output_path,
+            output_schema=output_schema,
+            overwrite=stage_overwrite,
+            before=_guards_for(stage, "before", before),
+            after=_guards_for(stage, "after", after),
+        )
+        planned[stage.name] = plan
+        out.append(plan)
+    return PipelinePlan(spec=spec, stages=out)
+
+
+def _resolve_runtime(
+    spec: PipelineSpec, spark: SparkSession | None, keys: KeyProvider | None
+) -> tuple[SparkSession, KeyProvider]:
+    from privstage.keys import provider_from_spec
+    from privstage.spark import get_session
+
+    if keys is None:
+        keys = provider_from_spec(spec.keys, state_dir=spec.state_path(), base_dir=spec.base_dir)
+    if spark is None:
+        spark = get_session(spec.spark)
+    return spark, keys
+
+
+def validate_pipeline(
+    spec: PipelineSpec,
+    *,
+    spark: SparkSession | None = None,
+    keys: KeyProvider | None = None,
+    stages: Sequence[str] | None = None,
+    overwrite: bool | None = None,
+) -> PipelinePlan:
+    """Check a pipeline without reading data or writing anything; returns the plan."""
+    spark, keys = _resolve_runtime(spec, spark, keys)
+    return plan_pipeline(spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+def _error_class(exc: BaseException) -> str:
+    """Spark's error condition name, or the exception type: never the message (it can hold values)."""
+    for attr in ("getCondition", "getErrorClass"):
+        getter = getattr(exc, attr, None)
+        if callable(getter):
+            try:
+                value = getter()
+            except Exception:  # noqa: S112 - best effort
+                continue
+            if value:
+                return f"{type(exc).__name__}: {value}"
+    return type(exc).__name__
+
+
+def _run_guards(guards: list[Guard], ctx: GuardContext) -> GuardReport:
+    outcomes: list[GuardOutcome] = []
+    for guard in guards:
+        outcomes.extend(guard.check(ctx))
+    return GuardReport(stage=ctx.stage, phase=ctx.phase, outcomes=tuple(outcomes))
+
+
+def _blocked_message(report: GuardReport) -> str:
+    failed = [
+        f"{o.guard}:{o.check}" + (f"({o.column})" if o.column else "") for o in report.failures if o.blocking
+    ]
+    return f"{report.phase}-guards blocked the stage: {', '.join(failed)}"
+
+
+def _timed(progress: _Progress, name: str, fn: Callable[[], Any], note: Callable[[Any], str] | None = None) -> Any:
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+    except BaseException:
+        progress.step(name, False, time.perf_counter() - t0)
+        raise
+    progress.step(name, True, time.perf_counter() - t0, note(result) if note else "")
+    return result
+
+
+def _run_stage(
+    plan: StagePlan, manifest: StageManifest, *, spark: SparkSession, run_id: str, progress: _Progress
+) -> None:
+    stage = plan.spec
+    sensitive = stage.input_sensitive_columns()
+    sensitive_out = sensitive | {f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()}
+    df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
+    timings = manifest.timings
+
+    t0 = time.perf_counter()
+    before = _timed(
+        progress,
+        "pre-guards",
+        lambda: _run_guards(plan.before, GuardContext(stage.name, "before", df_in, None, sensitive)),
+        lambda r: f"{len(r.outcomes)} checks",
+    )
+    manifest.guards.append(before)
+    timings["pre_guards_s"] = time.perf_counter() - t0
+    if before.blocked:
+        raise GuardFailed(_blocked_message(before), stage=stage.name, report=before)
+
+    staging = new_staging_path(plan.output_path, run_id)
+    try:
+        t0 = time.perf_counter()
+
+        def write() -> None:
+            df_out = plan.module.apply(df_in, plan.detail, spark=spark)
+            writer = df_out.write.mode("errorifexists")
+            if stage.output.partition_by:
+                writer = writer.partitionBy(*stage.output.partition_by)
+            writer.parquet(staging)
+
+        _timed(progress, "apply + write", write)
+        timings["apply_write_s"] = time.perf_counter() - t0
+
+        staged = spark.read.parquet(staging)
+        t0 = time.perf_counter()
+        after = _timed(
+            progress,
+            "post-guards",
+            lambda: _run_guards(plan.after, GuardContext(stage.name, "after", staged, df_in, sensitive_out)),
+            lambda r: f"{len(r.outcomes)} checks",
+        )
+        manifest.guards.append(after)
+        timings["post_guards_s"] = time.perf_counter() - t0
+        if after.blocked:
+            raise GuardFailed(_blocked_message(after), stage=stage.name, report=after)
+
+        manifest.rows_in = df_in.count()
+        manifest.rows_out = staged.count()
+        manifest.status = "succeeded"
+        write_json_atomic(local_path(staging) / MANIFEST_NAME, manifest.to_dict())
+        t0 = time.perf_counter()
+        _timed(
+            progress,
+            "commit",
+            lambda: commit(staging, plan.output_path, overwrite=plan.overwrite, stage=stage.name),
+            lambda _: f"{manifest.rows_out:,} rows -> {plan.output_path}",
+        )
+        timings["commit_s"] = time.perf_counter() - t0
+    except BaseException:
+        manifest.status = "failed"
+        discard(staging)
+        raise
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    *,
+    stages: Sequence[str] | None = None,
+    context: RunContext | None = None,
+    spark: SparkSession | None = None,
+    keys: KeyProvider | None = None,
+    progress: bool | None = None,
+    report_path: str | os.PathLike[str] | None = None,
+    overwrite: bool | None = None,
+) -> PipelineManifest:
+    """Run the selected stages of a pipeline (all by default) and return the manifest.
+
+    Args:
+        spec: the parsed pipeline.
+        stages: names of the stages to run, in spec order; default all.
+        context: run key and orchestrator; default a fresh CLI run key.
+        spark: the session to use; default :func:`privstage.spark.get_session` on ``spec.spark``.
+        keys: the key provider; default the one ``spec.keys`` names.
+        progress: print per-stage progress on stderr; default when stderr is a terminal.
+        report_path: write the JSON report (and an HTML page beside it) here, also on failure.
+        overwrite: replace existing outputs (atomically) whatever ``output.mode`` says.
+
+    Raises:
+        SpecError, KeyUnavailable: before any data is read.
+        GuardFailed: a blocking guard failed; the stage's output was not committed.
+        StageExecutionError: Spark or another library failed (retryable).
+    """
+    context = context or RunContext(run_key=f"cli/{spec.name}/{uuid.uuid4().hex[:12]}")
+    run_id = uuid.uuid4().hex[:12]
+    display = _Progress(sys.stderr.isatty() if progress is None else progress)
+    manifest = PipelineManifest(
+        pipeline=spec.name,
+        run_key=context.run_key,
+        orchestrator=context.orchestrator,
+        partition=context.partition,
+        attempt=context.attempt,
+    )
+    started = time.perf_counter()
+    try:
+        spark, keys = _resolve_runtime(spec, spark, keys)
+        plan = plan_pipeline(spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite)
+        for index, stage_plan in enumerate(plan.stages, start=1):
+            display.stage(index, len(plan.stages), stage_plan.spec)
+            stage_manifest = StageManifest(
+                name=stage_plan.spec.name,
+                kind=stage_plan.spec.kind,
+                input=stage_plan.input_path,
+                output=stage_plan.output_path,
+                key_ids=sorted(stage_plan.spec.key_ids()),
+                key_versions=stage_plan.key_versions,
+            )
+            manifest.stages.append(stage_manifest)
+            try:
+                _run_stage(stage_plan, stage_manifest, spark=spark, run_id=run_id, progress=display)
+            except PrivstageError as exc:
+                exc.stage = exc.stage or stage_plan.spec.name
+                stage_manifest.error = exc.to_dict()
+                raise
+            except Exception as exc:
+                wrapped = StageExecutionError(
+                    f"stage failed while running on Spark ({_error_class(exc)})", stage=stage_plan.spec.name
+                )
+                wrapped.original = exc  # type: ignore[attr-defined]
+                stage_manifest.error = wrapped.to_dict()
+                if os.environ.get("PRIVSTAGE_DEBUG") == "1":
+                    raise wrapped from exc
+                # Not chained by default: Spark messages can quote data values.
+                raise wrapped from None
+        manifest.status = "succeeded"
+        return manifest
+    except PrivstageError as exc:
+        manifest.status = "failed"
+        manifest.error = exc.to_dict()
+        exc.manifest = manifest  # type: ignore[attr-defined]
+        raise
+    finally:
+        manifest.finished_at = utc_now()
+        manifest.duration_s = time.perf_counter() - started
+        if report_path is not None:
+            write_report(manifest, report_path)

@@ -1,0 +1,143 @@
+"""Built-in guards that stages run whatever the spec declares.
+
+Each computes aggregates in Spark (one job per guard) and reports counts only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from privstage.guards.base import GuardContext, GuardOutcome
+
+__all__ = [
+    "NoNullsGuard",
+    "NoRawValuesGuard",
+    "NonEmptyGuard",
+    "NullsPreservedGuard",
+    "RowCountPreservedGuard",
+]
+
+
+@dataclass(frozen=True)
+class NonEmptyGuard:
+    """The data has at least one row (an empty input is almost always an upstream failure)."""
+
+    name: str = "builtin"
+
+    def check(self, ctx: GuardContext) -> list[GuardOutcome]:
+        has_rows = len(ctx.data.limit(1).collect()) > 0
+        return [GuardOutcome(self.name, "not_empty", has_rows, details={"has_rows": has_rows})]
+
+
+@dataclass(frozen=True)
+class NoNullsGuard:
+    """The given columns hold no nulls."""
+
+    columns: tuple[str, ...]
+    name: str = "builtin"
+
+    def check(self, ctx: GuardContext) -> list[GuardOutcome]:
+        from pyspark.sql import functions as F
+
+        row = ctx.data.select(
+            *[F.sum(F.col(c).isNull().cast("long")).alias(f"n{i}") for i, c in enumerate(self.columns)]
+        ).first()
+        out = []
+        for i, c in enumerate(self.columns):
+            nulls = int((row[f"n{i}"] if row else 0) or 0)
+            out.append(GuardOutcome(self.name, "no_nulls", nulls == 0, column=c, details={"null_count": nulls}))
+        return out
+
+
+def _counts(ctx_data, columns: Sequence[str]) -> tuple[int, list[int]]:  # type: ignore[no-untyped-def]
+    from pyspark.sql import functions as F
+
+    row = ctx_data.select(
+        F.count(F.lit(1)).alias("rows"), *[F.count(F.col(c)).alias(f"c{i}") for i, c in enumerate(columns)]
+    ).first()
+    rows = int(row["rows"])
+    return rows, [rows - int(row[f"c{i}"]) for i in range(len(columns))]
+
+
+@dataclass(frozen=True)
+class RowCountPreservedGuard:
+    """The output has exactly as many rows as the input."""
+
+    name: str = "builtin"
+
+    def check(self, ctx: GuardContext) -> list[GuardOutcome]:
+        assert ctx.input_data is not None, "an after-guard needs the stage input"
+        rows_in, _ = _counts(ctx.input_data, ())
+        rows_out, _ = _counts(ctx.data, ())
+        return [
+            GuardOutcome(
+                self.name, "row_count_preserved", rows_in == rows_out, details={"rows_in": rows_in, "rows_out": rows_out}
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class NullsPreservedGuard:
+    """Each transformed column has as many nulls as its source column (nulls stay null)."""
+
+    pairs: tuple[tuple[str, str], ...]
+    name: str = "builtin"
+
+    def check(self, ctx: GuardContext) -> list[GuardOutcome]:
+        assert ctx.input_data is not None, "an after-guard needs the stage input"
+        _, nulls_in = _counts(ctx.input_data, [a for a, _ in self.pairs])
+        _, nulls_out = _counts(ctx.data, [b for _, b in self.pairs])
+        return [
+            GuardOutcome(
+                self.name,
+                "nulls_preserved",
+                n_in == n_out,
+                column=out_col,
+                details={"nulls_in": n_in, "nulls_out": n_out},
+            )
+            for (_, out_col), n_in, n_out in zip(self.pairs, nulls_in, nulls_out, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class NoRawValuesGuard:
+    """No input value of a transformed column appears in its output column.
+
+    Checked by a semi-join of the output values against the distinct input values (all pairs in
+    one join), so it catches any pass-through, not just values of a known shape.
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+    raw_columns_must_be_absent: tuple[str, ...] = ()
+    name: str = "builtin"
+
+    def check(self, ctx: GuardContext) -> list[GuardOutcome]:
+        from functools import reduce
+
+        from pyspark.sql import functions as F
+
+        assert ctx.input_data is not None, "an after-guard needs the stage input"
+        outcomes: list[GuardOutcome] = []
+        present = [c for c in self.raw_columns_must_be_absent if c in ctx.data.columns]
+        for c in self.raw_columns_must_be_absent:
+            outcomes.append(
+                GuardOutcome(self.name, "raw_column_absent", c not in present, column=c, details={})
+            )
+
+        def tagged(df, side: int):  # type: ignore[no-untyped-def]
+            parts = [
+                df.select(F.lit(i).alias("__c"), F.col(pair[side]).cast("string").alias("__v"))
+                for i, pair in enumerate(self.pairs)
+            ]
+            return reduce(lambda a, b: a.unionByName(b), parts).where(F.col("__v").isNotNull())
+
+        raw = tagged(ctx.input_data, 0).distinct()
+        leaked = tagged(ctx.data, 1).join(raw, ["__c", "__v"], "left_semi").groupBy("__c").count().collect()
+        counts = {int(r["__c"]): int(r["count"]) for r in leaked}
+        for i, (_, out_col) in enumerate(self.pairs):
+            n = counts.get(i, 0)
+            outcomes.append(
+                GuardOutcome(self.name, "no_raw_values", n == 0, column=out_col, details={"raw_value_matches": n})
+            )
+        return outcomes

@@ -1,0 +1,412 @@
+"""Deterministic synthetic patient visits for the demo, the tests and the benchmarks.
+
+Two generators share one schema (:data:`CLINIC_VISITS_SCHEMA`) and the same distributions:
+
+* :func:`generate_clinic_visits_pandas` draws with ``numpy.random.default_rng(seed)``; for small sizes.
+* :func:`clinic_visits_spark` computes every value inside Spark from ``spark.range`` ids with built-in
+  hash functions (no Python UDF, nothing collected), so ten million rows take seconds and the result
+  depends only on ``(n_rows, seed)``, never on partitioning.
+
+The two generators do not agree row for row. Both keep a patient's name, email, SSN, date of birth,
+ZIP code and sex identical across that patient's visits. The data are made to exercise privacy
+stages: a few names per hundred are non-ASCII, some of them in decomposed (NFD) form, a few carry
+stray spaces, e-mails vary in case and are sometimes null. Every SSN looks valid (area never 000,
+666 or 9xx; group never 00; serial never 0000) and is unique per patient; every e-mail domain is an
+RFC 2606 example domain. No value belongs to a real person.
+"""
+
+from __future__ import annotations
+
+import shutil
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from privstage.errors import SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+__all__ = [
+    "CLINIC_VISITS_SCHEMA",
+    "DEFAULT_SEED",
+    "clinic_visits_spark",
+    "generate_clinic_visits_pandas",
+    "write_clinic_visits",
+]
+
+#: Spark DDL of the visits table; both generators and the written Parquet have exactly this schema.
+CLINIC_VISITS_SCHEMA = (
+    "visit_id STRING, patient_id STRING, name STRING, email STRING, ssn STRING, date_of_birth DATE, "
+    "zip_code STRING, sex STRING, clinic_id STRING, visit_date DATE, diagnosis_code STRING, cost DOUBLE"
+)
+DEFAULT_SEED = 20241124
+#: Above this many rows, :func:`write_clinic_visits` generates in Spark instead of pandas.
+SPARK_GENERATION_THRESHOLD = 200_000
+
+_FIRST = (
+    "Olivia Liam Emma Noah Ava Elijah Sophia James Isabella William Mia Benjamin Charlotte Lucas Amelia "
+    "Henry Harper Alexander Evelyn Michael Abigail Daniel Emily Matthew Elizabeth Jackson Sofia David "
+    "Avery Joseph Ella Samuel Grace Sebastian Chloe Wyatt Victoria Owen Lily Dylan Hannah Gabriel Nora "
+    "Isaac Layla Anthony Maria Carlos Wei Priya Mohammed Aisha Hiroshi Fatima Ana Kwame Olga Raj Mei"
+).split()
+_LAST = (
+    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
+    "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
+    "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
+    "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Kim Patel Chen Singh O'Brien Kowalski "
+    "Murphy Cohen Schmidt Rossi Okafor"
+).split()
+# Every one holds at least one character that NFD decomposes, so its NFD form differs from its NFC form.
+_NON_ASCII = (
+    "José Müller", "Zoë Ångström", "Nguyễn Văn An", "François Lefèvre", "Björn Sørensen",
+    "Łukasz Wójcik", "Renée Dubois", "Jürgen Groß", "Ayşe Güneş", "Mehmet Öztürk", "Ólafur Jónsson",
+    "Antonín Dvořák", "Siobhán Ó Briain", "Inés Ibáñez", "Thérèse Côté", "Göran Åkesson",
+    "Trần Thị Mai", "Lê Văn Đức", "João Conceição", "Ümit Çelik", "Ana Luísa Gonçalves", "Chloë Brontë",
+)  # fmt: skip
+_NON_ASCII_NFD = tuple(unicodedata.normalize("NFD", name) for name in _NON_ASCII)
+_TRANSLITERATE = str.maketrans({"ø": "o", "ß": "ss", "æ": "ae", "ł": "l", "đ": "d"})
+_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com", "patients.example.org")
+_SEXES = ("F", "M", "X")
+_CLINICS = tuple(f"C{i:02d}" for i in range(1, 13))
+# 327 three-digit ZIP prefixes spread over the whole country; earlier ones are drawn more often.
+_ZIP3 = tuple(f"{p:03d}" for p in range(10, 990, 3))
+# ICD-10-CM codes ordered from most to least frequent, each with a typical visit cost in dollars.
+_DIAGNOSES: tuple[tuple[str, float], ...] = (
+    ("Z00.00", 180), ("I10", 140), ("E11.9", 160), ("J06.9", 95), ("M54.50", 210), ("E78.5", 120),
+    ("Z23", 60), ("F41.1", 150), ("J02.9", 90), ("N39.0", 110), ("K21.9", 130), ("F32.9", 160),
+    ("R51.9", 140), ("J45.909", 170), ("R10.9", 260), ("E66.9", 120), ("M25.561", 190), ("L30.9", 100),
+    ("H10.9", 85), ("R05.9", 90), ("J20.9", 120), ("E03.9", 115), ("Z34.90", 220), ("G43.909", 230),
+    ("K59.00", 95), ("U07.1", 340), ("I25.10", 480), ("J44.9", 420), ("N18.30", 390), ("I48.91", 620),
+    ("M17.11", 350), ("S93.401A", 280), ("R07.9", 750), ("S52.501A", 1450), ("I50.9", 980),
+    ("C50.911", 3200), ("C34.90", 4100), ("K35.80", 5600), ("I63.9", 5200), ("A41.9", 6800),
+)  # fmt: skip
+
+_VISITS_PER_PATIENT = 4
+_NON_ASCII_SHARE, _NFD_SHARE, _SPACE_SHARE = 0.04, 0.35, 0.02
+_EMAIL_NULL_SHARE, _EMAIL_UPPER_SHARE, _EMAIL_CAPITAL_SHARE = 0.01, 0.03, 0.03
+_SEX_CUTS = (0.50, 0.98)  # F below the first, M below the second, X above
+_HOME_CLINIC_SHARE = 0.85
+_ZIP_SKEW, _CLINIC_SKEW, _DIAGNOSIS_SKEW = 1.5, 1.3, 2.2  # index = floor(n * u ** skew)
+_COST_SIGMA = 0.45  # log-normal spread of a visit's cost around its diagnosis's typical cost
+_MAX_AGE_YEARS = 95
+_BIRTH_ANCHOR, _VISIT_START, _VISIT_DAYS = "2023-12-31", "2024-01-01", 731
+# Affine bijections (a*i + b mod m, gcd(a, m) = 1) turn row and patient indexes into unique,
+# unordered-looking ids and SSNs.
+_VISIT_ID_MOD, _VISIT_ID_MUL = 10**10, 3_141_592_653
+_PATIENT_ID_MOD, _PATIENT_ID_MUL = 10**7, 2_718_281
+_SSN_GROUPS, _SSN_SERIALS = 99, 9999
+_SSN_MOD, _SSN_MUL = 898 * _SSN_GROUPS * _SSN_SERIALS, 1_000_003
+_MAX_ROWS = 10**9
+
+
+def _ascii_slug(text: str) -> str:
+    """Lower-case ASCII letters and digits of ``text`` (accents dropped): the e-mail form of a name."""
+    decomposed = unicodedata.normalize("NFKD", text.lower().translate(_TRANSLITERATE))
+    return "".join(c for c in decomposed if c.isascii() and c.isalnum())
+
+
+_FIRST_SLUG = tuple(_ascii_slug(n) for n in _FIRST)
+_LAST_SLUG = tuple(_ascii_slug(n) for n in _LAST)
+_NON_ASCII_FIRST_SLUG = tuple(_ascii_slug(n.split()[0]) for n in _NON_ASCII)
+_NON_ASCII_LAST_SLUG = tuple(_ascii_slug(n.split()[-1]) for n in _NON_ASCII)
+_DIAGNOSIS_CODES = tuple(code for code, _ in _DIAGNOSES)
+_DIAGNOSIS_COSTS = tuple(float(cost) for _, cost in _DIAGNOSES)
+
+
+def _patient_count(n_rows: int) -> int:
+    if not 0 <= n_rows <= _MAX_ROWS:
+        raise ValueError(f"n_rows must be between 0 and {_MAX_ROWS}, got {n_rows}")
+    return min(max(1, n_rows // _VISITS_PER_PATIENT), _PATIENT_ID_MOD)
+
+
+def _offset(seed: int, modulus: int, salt: int) -> int:
+    return (seed * 1_000_003 + salt) % modulus
+
+
+def generate_clinic_visits_pandas(n_rows: int = 5000, *, seed: int = DEFAULT_SEED) -> pd.DataFrame:
+    """Generate ``n_rows`` patient visits in pandas, identical for identical arguments.
+
+    Args:
+        n_rows: number of visits; about one patient per four visits.
+        seed: seed of ``numpy.random.default_rng``.
+
+    Returns:
+        A frame with the columns of :data:`CLINIC_VISITS_SCHEMA`, sorted by visit date and visit id:
+        strings as ``object`` (``None`` for a null e-mail), dates as ``datetime.date`` objects, cost
+        as ``float64``.
+    """
+    n_patients = _patient_count(n_rows)
+    rng = np.random.default_rng(seed)
+    index = np.arange(n_patients, dtype=np.int64)
+
+    def skewed(n: int, skew: float, size: int) -> np.ndarray:
+        return np.floor(n * rng.random(size) ** skew).astype(np.int64)
+
+    # Patients.
+    first, last = rng.integers(len(_FIRST), size=n_patients), rng.integers(len(_LAST), size=n_patients)
+    foreign, nfd = rng.integers(len(_NON_ASCII), size=n_patients), rng.random(n_patients) < _NFD_SHARE
+    is_foreign = rng.random(n_patients) < _NON_ASCII_SHARE
+    space = rng.random(n_patients)
+    names, firsts, lasts = [], [], []
+    for i in range(n_patients):
+        if is_foreign[i]:
+            name = (_NON_ASCII_NFD if nfd[i] else _NON_ASCII)[foreign[i]]
+            firsts.append(_NON_ASCII_FIRST_SLUG[foreign[i]])
+            lasts.append(_NON_ASCII_LAST_SLUG[foreign[i]])
+        else:
+            name = f"{_FIRST[first[i]]} {_LAST[last[i]]}"
+            firsts.append(_FIRST_SLUG[first[i]])
+            lasts.append(_LAST_SLUG[last[i]])
+        if space[i] < _SPACE_SHARE / 2:
+            name = " " + name
+        elif space[i] < _SPACE_SHARE:
+            name += "  "
+        names.append(name)
+
+    style, digits = rng.integers(3, size=n_patients), rng.integers(100, size=n_patients)
+    with_digits, domain = rng.random(n_patients) < 0.4, rng.integers(len(_DOMAINS), size=n_patients)
+    case = rng.random(n_patients)
+    emails: list[str | None] = []
+    for i in range(n_patients):
+        local = (f"{firsts[i]}.{lasts[i]}", f"{firsts[i]}_{lasts[i]}", f"{firsts[i][:1]}{lasts[i]}")[style[i]]
+        email = f"{local}{digits[i] if with_digits[i] else ''}@{_DOMAINS[domain[i]]}"
+        if case[i] < _EMAIL_NULL_SHARE:
+            emails.append(None)
+            continue
+        if case[i] < _EMAIL_NULL_SHARE + _EMAIL_UPPER_SHARE:
+            email = email.upper()
+        elif case[i] < _EMAIL_NULL_SHARE + _EMAIL_UPPER_SHARE + _EMAIL_CAPITAL_SHARE:
+            email = email[:1].upper() + email[1:]
+        emails.append(email)
+
+    ssn_number = (index * _SSN_MUL + _offset(seed, _SSN_MOD, 3)) % _SSN_MOD
+    area = ssn_number // (_SSN_GROUPS * _SSN_SERIALS) + 1
+    area = area + (area >= 666)
+    group = ssn_number // _SSN_SERIALS % _SSN_GROUPS + 1
+    serial = ssn_number % _SSN_SERIALS + 1
+    ssns = [f"{a:03d}-{g:02d}-{s:04d}" for a, g, s in zip(area, group, serial, strict=True)]
+    age_days = np.floor(rng.triangular(0, _MAX_AGE_YEARS / 2, _MAX_AGE_YEARS, n_patients) * 365.25)
+    birth = np.datetime64(_BIRTH_ANCHOR) - age_days.astype("timedelta64[D]")
+    zip_codes = [
+        f"{_ZIP3[p]}{d:02d}"
+        for p, d in zip(
+            skewed(len(_ZIP3), _ZIP_SKEW, n_patients), rng.integers(100, size=n_patients), strict=True
+        )
+    ]
+    sex = np.searchsorted(_SEX_CUTS, rng.random(n_patients), side="right")
+    home_clinic = skewed(len(_CLINICS), _CLINIC_SKEW, n_patients)
+    patient_numbers = (index * _PATIENT_ID_MUL + _offset(seed, _PATIENT_ID_MOD, 2)) % _PATIENT_ID_MOD
+
+    # Visits.
+    patient = rng.integers(n_patients, size=n_rows)
+    clinic = np.where(rng.random(n_rows) < _HOME_CLINIC_SHARE, home_clinic[patient],
+                      skewed(len(_CLINICS), _CLINIC_SKEW, n_rows))  # fmt: skip
+    diagnosis = skewed(len(_DIAGNOSES), _DIAGNOSIS_SKEW, n_rows)
+    cost = np.maximum(np.asarray(_DIAGNOSIS_COSTS)[diagnosis] * rng.lognormal(0.0, _COST_SIGMA, n_rows), 1.0)
+    visit = np.datetime64(_VISIT_START) + rng.integers(_VISIT_DAYS, size=n_rows).astype("timedelta64[D]")
+    visit_numbers = (
+        np.arange(n_rows, dtype=np.int64) * _VISIT_ID_MUL + _offset(seed, _VISIT_ID_MOD, 1)
+    ) % _VISIT_ID_MOD
+
+    def pick(values: list | tuple, at: np.ndarray) -> list:
+        return [values[i] for i in at]
+
+    frame = pd.DataFrame(
+        {
+            "visit_id": [f"V{v:010d}" for v in visit_numbers],
+            "patient_id": pick([f"P{p:07d}" for p in patient_numbers], patient),
+            "name": pick(names, patient),
+            "email": pick(emails, patient),
+            "ssn": pick(ssns, patient),
+            "date_of_birth": pick(birth.astype(object).tolist(), patient),
+            "zip_code": pick(zip_codes, patient),
+            "sex": pick(_SEXES, sex[patient]),
+            "clinic_id": pick(_CLINICS, clinic),
+            "visit_date": visit.astype(object).tolist(),
+            "diagnosis_code": pick(_DIAGNOSIS_CODES, diagnosis),
+            "cost": np.round(cost, 2),
+        }
+    )
+    return frame.sort_values(["visit_date", "visit_id"], kind="stable", ignore_index=True)
+
+
+def clinic_visits_spark(
+    spark: SparkSession, n_rows: int, *, seed: int = DEFAULT_SEED, num_partitions: int | None = None
+) -> DataFrame:
+    """Generate ``n_rows`` patient visits lazily in Spark, with the DataFrame API only.
+
+    Every value is a built-in hash of ``(seed, field, row or patient index)``, so the result depends on
+    ``(n_rows, seed)`` alone: any ``num_partitions`` gives the same rows (in partition order). Works on
+    classic Spark and Spark Connect.
+
+    Args:
+        spark: the session to build the DataFrame in.
+        n_rows: number of visits; about one patient per four visits.
+        seed: mixes into every hash; a different seed gives different data.
+        num_partitions: partitions of the underlying ``spark.range`` (Spark's default when None).
+
+    Returns:
+        An unsorted DataFrame whose schema is exactly :data:`CLINIC_VISITS_SCHEMA`.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StructType
+
+    n_patients = _patient_count(n_rows)
+
+    def uniform(field: str, key: str) -> Column:
+        """A [0, 1) double from 53 bits of the hash of (seed, field, key); never exactly 0."""
+        bits = F.pmod(F.xxhash64(F.lit(seed), F.lit(field), F.col(key)), F.lit(1 << 53))
+        return (bits.cast("double") + 0.5) / float(1 << 53)
+
+    def below(n: int, field: str, key: str) -> Column:
+        return F.pmod(F.xxhash64(F.lit(seed), F.lit(field), F.col(key)), F.lit(n))
+
+    def skewed(n: int, skew: float, field: str, key: str) -> Column:
+        return F.floor(F.pow(uniform(field, key), skew) * n)
+
+    def pick(values: tuple, at: Column) -> Column:
+        return F.element_at(F.array(*(F.lit(v) for v in values)), (at + 1).cast("int"))
+
+    def affine(key: str, mul: int, modulus: int, salt: int) -> Column:
+        return F.pmod(F.col(key) * F.lit(mul) + F.lit(_offset(seed, modulus, salt)), F.lit(modulus))
+
+    ids = spark.range(0, n_rows, 1, num_partitions).withColumn("p", below(n_patients, "patient", "id"))
+    indexes = ids.select(
+        "id",
+        "p",
+        (uniform("is_foreign", "p") < _NON_ASCII_SHARE).alias("is_foreign"),
+        below(len(_NON_ASCII), "foreign", "p").alias("foreign"),
+        below(len(_FIRST), "first", "p").alias("first"),
+        below(len(_LAST), "last", "p").alias("last"),
+        skewed(len(_DIAGNOSES), _DIAGNOSIS_SKEW, "diagnosis", "id").alias("diagnosis"),
+    )
+    is_foreign, foreign = F.col("is_foreign"), F.col("foreign")
+    plain_name = (
+        F.when(is_foreign & (uniform("nfd", "p") < _NFD_SHARE), pick(_NON_ASCII_NFD, foreign))
+        .when(is_foreign, pick(_NON_ASCII, foreign))
+        .otherwise(
+            F.concat(pick(tuple(_FIRST), F.col("first")), F.lit(" "), pick(tuple(_LAST), F.col("last")))
+        )
+    )
+    space = uniform("space", "p")
+    name = (
+        F.when(space < _SPACE_SHARE / 2, F.concat(F.lit(" "), plain_name))
+        .when(space < _SPACE_SHARE, F.concat(plain_name, F.lit("  ")))
+        .otherwise(plain_name)
+    )
+    first = F.when(is_foreign, pick(_NON_ASCII_FIRST_SLUG, foreign)).otherwise(
+        pick(_FIRST_SLUG, F.col("first"))
+    )
+    last = F.when(is_foreign, pick(_NON_ASCII_LAST_SLUG, foreign)).otherwise(pick(_LAST_SLUG, F.col("last")))
+    local = F.element_at(
+        F.array(
+            F.concat_ws(".", first, last),
+            F.concat_ws("_", first, last),
+            F.concat(F.substring(first, 1, 1), last),
+        ),
+        (below(3, "style", "p") + 1).cast("int"),
+    )
+    digits = F.when(uniform("with_digits", "p") < 0.4, below(100, "digits", "p").cast("string")).otherwise("")
+    email = F.concat(local, digits, F.lit("@"), pick(_DOMAINS, below(len(_DOMAINS), "domain", "p")))
+    case = uniform("case", "p")
+    upper_below = _EMAIL_NULL_SHARE + _EMAIL_UPPER_SHARE
+    email = (
+        F.when(case < _EMAIL_NULL_SHARE, F.lit(None))
+        .when(case < upper_below, F.upper(email))
+        .when(case < upper_below + _EMAIL_CAPITAL_SHARE,
+              F.concat(F.upper(email.substr(1, 1)), email.substr(F.lit(2), F.length(email))))
+        .otherwise(email)
+    )  # fmt: skip
+    ssn_number = affine("p", _SSN_MUL, _SSN_MOD, 3)
+    area = F.floor(ssn_number / (_SSN_GROUPS * _SSN_SERIALS)) + 1
+    ssn = F.format_string(
+        "%03d-%02d-%04d",
+        area + (area >= 666).cast("long"),
+        F.pmod(F.floor(ssn_number / _SSN_SERIALS), F.lit(_SSN_GROUPS)) + 1,
+        F.pmod(ssn_number, F.lit(_SSN_SERIALS)) + 1,
+    )
+    age_days = F.floor((uniform("age1", "p") + uniform("age2", "p")) * (_MAX_AGE_YEARS / 2 * 365.25))
+    zip_code = F.concat(
+        pick(_ZIP3, skewed(len(_ZIP3), _ZIP_SKEW, "zip3", "p")),
+        F.lpad(below(100, "zip5", "p").cast("string"), 2, "0"),
+    )
+    sex = uniform("sex", "p")
+    clinic = F.when(
+        uniform("at_home", "id") < _HOME_CLINIC_SHARE, skewed(len(_CLINICS), _CLINIC_SKEW, "home_clinic", "p")
+    ).otherwise(skewed(len(_CLINICS), _CLINIC_SKEW, "clinic", "id"))
+    normal = F.sqrt(-2.0 * F.log(uniform("cost1", "id"))) * F.cos(2.0 * np.pi * uniform("cost2", "id"))
+    cost = pick(_DIAGNOSIS_COSTS, F.col("diagnosis")) * F.exp(normal * _COST_SIGMA)
+    visits = indexes.select(
+        F.format_string("V%010d", affine("id", _VISIT_ID_MUL, _VISIT_ID_MOD, 1)).alias("visit_id"),
+        F.format_string("P%07d", affine("p", _PATIENT_ID_MUL, _PATIENT_ID_MOD, 2)).alias("patient_id"),
+        name.alias("name"),
+        email.alias("email"),
+        ssn.alias("ssn"),
+        F.date_sub(F.to_date(F.lit(_BIRTH_ANCHOR)), age_days.cast("int")).alias("date_of_birth"),
+        zip_code.alias("zip_code"),
+        F.when(sex < _SEX_CUTS[0], "F").when(sex < _SEX_CUTS[1], "M").otherwise("X").alias("sex"),
+        pick(_CLINICS, clinic).alias("clinic_id"),
+        F.date_add(F.to_date(F.lit(_VISIT_START)), below(_VISIT_DAYS, "visit_date", "id").cast("int")).alias(
+            "visit_date"
+        ),
+        pick(_DIAGNOSIS_CODES, F.col("diagnosis")).alias("diagnosis_code"),
+        F.round(F.greatest(cost, F.lit(1.0)), 2).alias("cost"),
+    )
+    # Spark proves most computed columns NOT NULL; the contract, like every Parquet read, is all nullable.
+    nullable = [F.when(F.lit(True), F.col(c)).alias(c) for c in visits.columns]
+    return visits.select(*nullable).to(StructType.fromDDL(CLINIC_VISITS_SCHEMA))
+
+
+def write_clinic_visits(
+    path: str,
+    n_rows: int = 5000,
+    *,
+    spark: SparkSession | None = None,
+    seed: int = DEFAULT_SEED,
+    overwrite: bool = False,
+) -> str:
+    """Write ``n_rows`` generated visits as a Parquet dataset (a directory) at a local ``path``.
+
+    With ``spark``, more than :data:`SPARK_GENERATION_THRESHOLD` rows are generated by
+    :func:`clinic_visits_spark`, fewer by the pandas generator and handed to Spark; without it, the
+    pandas frame is written as one Parquet file with pyarrow. Either way Spark reads the dataset back
+    with the schema :data:`CLINIC_VISITS_SCHEMA`.
+
+    Args:
+        path: the dataset directory to create.
+        n_rows: number of visits.
+        spark: the session to write with; None writes with pyarrow, no Spark needed.
+        seed: the generator seed.
+        overwrite: replace an existing ``path`` instead of refusing.
+
+    Returns:
+        ``path``, unchanged.
+
+    Raises:
+        SpecError: ``path`` exists and ``overwrite`` is False.
+    """
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise SpecError("sample data already exists; pass overwrite=True to replace it", path=path)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    if spark is None:
+        frame = generate_clinic_visits_pandas(n_rows, seed=seed)
+        target.mkdir(parents=True)
+        frame.to_parquet(target / "part-00000.parquet", engine="pyarrow", index=False)
+        return path
+    if n_rows > SPARK_GENERATION_THRESHOLD:
+        visits = clinic_visits_spark(spark, n_rows, seed=seed)
+    else:
+        visits = spark.createDataFrame(
+            generate_clinic_visits_pandas(n_rows, seed=seed), schema=CLINIC_VISITS_SCHEMA
+        )
+    visits.write.mode("errorifexists").parquet(path)
+    return path
