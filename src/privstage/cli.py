@@ -1,0 +1,230 @@
+"""The ``privstage`` command line.
+
+Exit codes (one source of truth: :data:`privstage.errors.EXIT_CODES`): 0 success, 1 a stage failed
+while running (retryable), 2 usage, 3 SpecError, 4 GuardFailed, 5 BudgetExceeded, 6 KeyUnavailable,
+7 IntegrityError, 8 HEParameterError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from privstage.__about__ import __version__
+from privstage.errors import PrivstageError, exit_code_for
+
+__all__ = ["main"]
+
+DEMO_ROWS = 5000
+
+
+def _err(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {message}", markup=True)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from privstage.spec import load_spec
+
+    return load_spec(args.spec, base_dir=args.base_dir)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from privstage.engine import validate_pipeline
+
+    spec = _load(args)
+    plan = validate_pipeline(spec, stages=args.stage or None, overwrite=args.overwrite)
+    print(f"{args.spec}: valid ({len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}: "
+          f"{', '.join(s.spec.name for s in plan.stages)})")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from privstage.engine import validate_pipeline
+
+    spec = _load(args)
+    plan = validate_pipeline(spec, stages=args.stage or None, overwrite=args.overwrite)
+    description = plan.describe()
+    if args.json:
+        print(json.dumps(description, indent=2))
+        return 0
+    print(f"pipeline {description['pipeline']}: {len(plan.stages)} stage(s)")
+    for i, s in enumerate(description["stages"], start=1):
+        keys = ", ".join(f"{k} v{v}" for k, v in s["key_versions"].items()) or "none"
+        print(f"  [{i}] {s['stage']} ({s['kind']})")
+        print(f"      input   {s['input']}")
+        print(f"      output  {s['output']}{' (overwrite)' if s['overwrite'] else ''}")
+        print(f"      keys    {keys}")
+        print(f"      guards  {s['guards_before']} before, {s['guards_after']} after")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from privstage.engine import run_pipeline
+
+    spec = _load(args)
+    progress = False if args.no_progress else True
+    manifest = run_pipeline(
+        spec, stages=args.stage or None, progress=progress, report_path=args.report, overwrite=args.overwrite
+    )
+    for s in manifest.stages:
+        print(f"{s.name}: {s.rows_in} rows in, {s.rows_out} rows out -> {s.output}")
+    if args.report:
+        print(f"report: {Path(args.report).resolve()}")
+    return 0
+
+
+def _demo_spec() -> Path:
+    from importlib import resources
+
+    packaged = resources.files("privstage") / "_examples" / "clinic_visits" / "pipeline.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "pipelines" / "clinic_visits" / "pipeline.yaml"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from privstage.engine import run_pipeline
+    from privstage.keys import LocalKeyring, default_keyring_path
+    from privstage.sample_data import write_clinic_visits
+    from privstage.spark import get_session
+    from privstage.spec import load_spec
+
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path = Path(args.spec) if args.spec else _demo_spec()
+    spec = load_spec(spec_path, base_dir=workdir)
+    print(f"privstage demo: pipeline {spec_path}")
+    print(f"  working directory {workdir}")
+    keyring = default_keyring_path(spec.state_path())
+    if spec.keys.provider == "local":
+        keyring = Path(spec.resolve_path(spec.keys.path)) if spec.keys.path else keyring
+        if not keyring.exists():
+            ids = sorted({k for s in spec.stages for k in s.key_ids()}) or ["pseudonym-key"]
+            LocalKeyring.init(keyring, tuple(ids))
+            print(f"  created dev keyring {keyring} (development only)")
+    spark = get_session(spec.spark)
+    data = spec.input_path(spec.stages[0])
+    if not Path(data).exists():
+        write_clinic_visits(data, args.rows, spark=spark)
+        print(f"  generated {args.rows:,} synthetic visits in {data}")
+    report = workdir / "reports" / "clinic_visits.json"
+    manifest = run_pipeline(spec, spark=spark, progress=True, report_path=report, overwrite=True)
+    for s in manifest.stages:
+        print(f"  {s.name}: {s.rows_in:,} rows in, {s.rows_out:,} rows out")
+        print(f"  output: {s.output}")
+    print(f"  report: {report}")
+    print(f"  report (HTML): {report.with_suffix('.html')}")
+    return 0
+
+
+def _keyring(args: argparse.Namespace) -> Any:
+    from privstage.keys import LocalKeyring, default_keyring_path
+
+    return LocalKeyring(args.path or default_keyring_path(Path(".privstage")))
+
+
+def _cmd_keys_init(args: argparse.Namespace) -> int:
+    from privstage.keys import LocalKeyring, default_keyring_path
+
+    path = Path(args.path or default_keyring_path(Path(".privstage")))
+    ids = tuple(args.key or ["pseudonym-key"])
+    LocalKeyring.init(path, ids)
+    print(f"created dev keyring {path} (mode 0600) with keys: {', '.join(ids)}")
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    key = _keyring(args).create(args.key_id)
+    print(f"created key {key.key_id} version {key.version}")
+    return 0
+
+
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    key = _keyring(args).rotate(args.key_id)
+    print(f"key {key.key_id}: new version {key.version} (older versions stay readable)")
+    return 0
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    keyring = _keyring(args)
+    for key_id, versions in keyring.list().items():
+        print(f"{key_id}\tversions {', '.join(map(str, versions))}\tfingerprint {keyring.get(key_id).fingerprint()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="privstage", description="Guarded privacy stages for Spark pipelines.")
+    parser.add_argument("--version", action="version", version=f"privstage {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def spec_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("spec", help="pipeline.yaml")
+        p.add_argument("--base-dir", help="resolve relative paths against this folder (default: the spec's folder)")
+        p.add_argument("--stage", action="append", help="only this stage (repeatable)")
+        p.add_argument("--overwrite", action="store_true", default=None, help="replace existing outputs atomically")
+        return p
+
+    spec_command("validate", "check a pipeline without reading data").set_defaults(func=_cmd_validate)
+    p = spec_command("plan", "show what a run would do (stages, keys, guards)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_plan)
+    p = spec_command("run", "run a pipeline")
+    p.add_argument("--report", help="write the JSON run report here (and an HTML page beside it)")
+    p.add_argument("--no-progress", action="store_true", help="no per-stage progress on stderr")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="run the clinic_visits pipeline on generated data and a dev keyring")
+    p.add_argument("--workdir", default="demo-output", help="where data, keys, output and report go")
+    p.add_argument("--rows", type=int, default=DEMO_ROWS)
+    p.add_argument("--spec", help="another pipeline.yaml to run instead")
+    p.set_defaults(func=_cmd_demo)
+
+    keys = sub.add_parser("keys", help="manage the local development keyring").add_subparsers(
+        dest="keys_command", required=True
+    )
+    k = keys.add_parser("init", help="create a dev keyring (0600) with random 256-bit keys")
+    k.add_argument("--path", help="keyring file (default $PRIVSTAGE_KEYRING or .privstage/dev-keyring.json)")
+    k.add_argument("--key", action="append", help="key id to create (repeatable; default pseudonym-key)")
+    k.set_defaults(func=_cmd_keys_init)
+    for name, func, help_text in (
+        ("create", _cmd_keys_create, "add a key"),
+        ("rotate", _cmd_keys_rotate, "add a new version of a key"),
+    ):
+        k = keys.add_parser(name, help=help_text)
+        k.add_argument("key_id")
+        k.add_argument("--path")
+        k.set_defaults(func=func)
+    k = keys.add_parser("list", help="key ids, versions and fingerprints (never key material)")
+    k.add_argument("--path")
+    k.set_defaults(func=_cmd_keys_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``privstage`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PrivstageError as exc:
+        _err(f"{type(exc).__name__}: {exc}")
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:
+        if os.environ.get("PRIVSTAGE_DEBUG") == "1":
+            raise
+        _err(f"unexpected {type(exc).__name__} (set PRIVSTAGE_DEBUG=1 for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
