@@ -19,13 +19,21 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from privstage.errors import GuardFailed, PrivstageError, SpecError, StageExecutionError
-from privstage.guards.base import Guard, GuardContext, GuardOutcome, GuardReport, Phase
-from privstage.io import MANIFEST_NAME, commit, discard, local_path, new_staging_path, read_dataset, write_json_atomic
+from privstage.guards.base import DataStats, Guard, GuardContext, GuardOutcome, GuardReport, Phase
+from privstage.io import (
+    MANIFEST_NAME,
+    commit,
+    discard,
+    local_path,
+    new_staging_path,
+    read_dataset,
+    write_json_atomic,
+)
 from privstage.report import PipelineManifest, StageManifest, utc_now, write_report
 from privstage.stages import stage_module
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
     from pyspark.sql.types import StructType
 
     from privstage.keys.base import KeyProvider
@@ -287,13 +295,14 @@ def _run_stage(
     sensitive = stage.input_sensitive_columns()
     sensitive_out = sensitive | {f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()}
     df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
+    in_stats = DataStats(df_in)
     timings = manifest.timings
 
     t0 = time.perf_counter()
     before = _timed(
         progress,
         "pre-guards",
-        lambda: _run_guards(plan.before, GuardContext(stage.name, "before", df_in, None, sensitive)),
+        lambda: _run_guards(plan.before, GuardContext(stage.name, "before", df_in, None, sensitive, stats=in_stats)),
         lambda r: f"{len(r.outcomes)} checks",
     )
     manifest.guards.append(before)
@@ -316,11 +325,15 @@ def _run_stage(
         timings["apply_write_s"] = time.perf_counter() - t0
 
         staged = spark.read.parquet(staging)
+        out_stats = DataStats(staged)
         t0 = time.perf_counter()
         after = _timed(
             progress,
             "post-guards",
-            lambda: _run_guards(plan.after, GuardContext(stage.name, "after", staged, df_in, sensitive_out)),
+            lambda: _run_guards(plan.after, GuardContext(
+                    stage.name, "after", staged, df_in, sensitive_out, stats=out_stats, input_stats=in_stats
+                ),
+            ),
             lambda r: f"{len(r.outcomes)} checks",
         )
         manifest.guards.append(after)
@@ -328,8 +341,8 @@ def _run_stage(
         if after.blocked:
             raise GuardFailed(_blocked_message(after), stage=stage.name, report=after)
 
-        manifest.rows_in = df_in.count()
-        manifest.rows_out = staged.count()
+        manifest.rows_in = in_stats.rows
+        manifest.rows_out = out_stats.rows
         manifest.status = "succeeded"
         write_json_atomic(local_path(staging) / MANIFEST_NAME, manifest.to_dict())
         t0 = time.perf_counter()

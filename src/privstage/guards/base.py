@@ -13,9 +13,40 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-__all__ = ["Guard", "GuardContext", "GuardOutcome", "GuardReport", "Phase"]
+__all__ = ["DataStats", "Guard", "GuardContext", "GuardOutcome", "GuardReport", "Phase"]
 
 Phase = Literal["before", "after"]
+
+
+class DataStats:
+    """Row and null counts of one DataFrame, computed in one Spark job and cached.
+
+    Guards and the engine share it so that a stage counts each side once.
+    """
+
+    def __init__(self, data: DataFrame) -> None:
+        self.data = data
+        self._rows: int | None = None
+        self._nulls: dict[str, int] = {}
+
+    def counts(self, columns: tuple[str, ...] | list[str] = ()) -> tuple[int, list[int]]:
+        """(row count, null count per column)."""
+        missing = [c for c in dict.fromkeys(columns) if c not in self._nulls]
+        if self._rows is None or missing:
+            from pyspark.sql import functions as F
+
+            row = self.data.select(
+                F.count(F.lit(1)).alias("rows"),
+                *[F.count(F.col(c)).alias(f"c{i}") for i, c in enumerate(missing)],
+            ).first()
+            self._rows = int(row["rows"]) if row else 0
+            for i, c in enumerate(missing):
+                self._nulls[c] = self._rows - int(row[f"c{i}"])
+        return self._rows, [self._nulls[c] for c in columns]
+
+    @property
+    def rows(self) -> int:
+        return self.counts(())[0]
 
 
 @dataclass(frozen=True)
@@ -35,6 +66,15 @@ class GuardContext:
     data: DataFrame
     input_data: DataFrame | None = None
     sensitive_columns: frozenset[str] = frozenset()
+    stats: DataStats | None = None
+    input_stats: DataStats | None = None
+
+    def data_stats(self) -> DataStats:
+        return self.stats if self.stats is not None else DataStats(self.data)
+
+    def input_data_stats(self) -> DataStats:
+        assert self.input_data is not None, "an after-guard needs the stage input"
+        return self.input_stats if self.input_stats is not None else DataStats(self.input_data)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ Each computes aggregates in Spark (one job per guard) and reports counts only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from privstage.guards.base import GuardContext, GuardOutcome
@@ -26,7 +25,7 @@ class NonEmptyGuard:
     name: str = "builtin"
 
     def check(self, ctx: GuardContext) -> list[GuardOutcome]:
-        has_rows = len(ctx.data.limit(1).collect()) > 0
+        has_rows = ctx.data_stats().rows > 0
         return [GuardOutcome(self.name, "not_empty", has_rows, details={"has_rows": has_rows})]
 
 
@@ -50,16 +49,6 @@ class NoNullsGuard:
         return out
 
 
-def _counts(ctx_data, columns: Sequence[str]) -> tuple[int, list[int]]:  # type: ignore[no-untyped-def]
-    from pyspark.sql import functions as F
-
-    row = ctx_data.select(
-        F.count(F.lit(1)).alias("rows"), *[F.count(F.col(c)).alias(f"c{i}") for i, c in enumerate(columns)]
-    ).first()
-    rows = int(row["rows"])
-    return rows, [rows - int(row[f"c{i}"]) for i in range(len(columns))]
-
-
 @dataclass(frozen=True)
 class RowCountPreservedGuard:
     """The output has exactly as many rows as the input."""
@@ -67,9 +56,8 @@ class RowCountPreservedGuard:
     name: str = "builtin"
 
     def check(self, ctx: GuardContext) -> list[GuardOutcome]:
-        assert ctx.input_data is not None, "an after-guard needs the stage input"
-        rows_in, _ = _counts(ctx.input_data, ())
-        rows_out, _ = _counts(ctx.data, ())
+        rows_in = ctx.input_data_stats().rows
+        rows_out = ctx.data_stats().rows
         return [
             GuardOutcome(
                 self.name, "row_count_preserved", rows_in == rows_out, details={"rows_in": rows_in, "rows_out": rows_out}
@@ -85,9 +73,8 @@ class NullsPreservedGuard:
     name: str = "builtin"
 
     def check(self, ctx: GuardContext) -> list[GuardOutcome]:
-        assert ctx.input_data is not None, "an after-guard needs the stage input"
-        _, nulls_in = _counts(ctx.input_data, [a for a, _ in self.pairs])
-        _, nulls_out = _counts(ctx.data, [b for _, b in self.pairs])
+        _, nulls_in = ctx.input_data_stats().counts([a for a, _ in self.pairs])
+        _, nulls_out = ctx.data_stats().counts([b for _, b in self.pairs])
         return [
             GuardOutcome(
                 self.name,

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from privstage.errors import SpecError
 from privstage.guards.builtin import (
-    NoRawValuesGuard,
     NonEmptyGuard,
     NoNullsGuard,
+    NoRawValuesGuard,
     NullsPreservedGuard,
     RowCountPreservedGuard,
 )
@@ -223,8 +223,8 @@ def builtin_guards(p: PseudonymizePlan) -> tuple[list[Guard], list[Guard]]:
         before.append(NoNullsGuard((stage.tenant_column,)))
     pairs = tuple((c.column, p.output_name(c)) for c in stage.columns)
     after: list[Guard] = [
+        NullsPreservedGuard(pairs),  # first: counts rows and nulls of both sides in one job each
         RowCountPreservedGuard(),
-        NullsPreservedGuard(pairs),
         NoRawValuesGuard(pairs, raw_columns_must_be_absent=tuple(c.column for c in stage.columns if c.output_column)),
     ]
     return before, after
