@@ -1,0 +1,78 @@
+"""Canaries: a planted key and a planted raw SSN never appear in logs, reports, manifests,
+guard results, ``explain()`` output or Spark's event log.
+
+(Airflow's XCom table and task logs, and Dagster's event log, are checked in test_airflow.py and
+test_dagster.py with the same helpers.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from contextlib import redirect_stdout
+
+from canary import files_text, leaks, secret_forms, text_forms
+from conftest import CANARY_SSN, PSEUDO_STAGE
+
+from privstage.engine import run_pipeline
+from privstage.stages import pseudonymize as ps
+
+GUARDED = PSEUDO_STAGE.replace(
+    "    columns:",
+    """\
+    expect_before:
+      - {type: expect_column_values_to_not_be_null, kwargs: {column: ssn}}
+      - {type: expect_column_values_to_match_regex, kwargs: {column: ssn, regex: '^9'}, blocking: false}
+      - {type: expect_column_values_to_be_in_set, kwargs: {column: name, value_set: [nobody]}, blocking: false}
+    expect_after:
+      - {type: expect_column_values_to_match_regex, kwargs: {column: ssn, regex: '^[0-9a-f]{64}$'}}
+      - {type: expect_column_values_to_be_unique, kwargs: {column: patient_id}, blocking: false}
+    columns:""",
+)
+
+
+def test_no_key_and_no_raw_ssn_anywhere(workspace, spark, spark_event_log_dir, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    key = workspace.key()
+    needles = secret_forms(key) + text_forms(CANARY_SSN)
+    spec = workspace.load(GUARDED)
+    report = workspace.root / "reports" / "run.json"
+
+    manifest = run_pipeline(spec, spark=spark, report_path=report, progress=True)
+
+    # the non-blocking expectations failed on the sensitive columns, and said so without values
+    outcomes = [o for g in manifest.stages[0].guards for o in g.outcomes]
+    failed = {(o.check, o.column) for o in outcomes if not o.success}
+    assert ("expect_column_values_to_match_regex", "ssn") in failed
+    assert ("expect_column_values_to_be_in_set", "name") in failed
+
+    # explain() of the stage's DataFrame, in every mode
+    plan = ps.plan(spec.stages[0], workspace.read("data/visits").schema, workspace.keyring)
+    df = ps.apply(workspace.read("data/visits"), plan, spark=spark)
+    explained = io.StringIO()
+    with redirect_stdout(explained):
+        for mode in ("simple", "extended", "codegen", "cost", "formatted"):
+            df.explain(mode=mode)
+    haystacks = [
+        ("explain()", explained.getvalue()),
+        ("manifest", json.dumps(manifest.to_dict())),
+        ("log records", caplog.text),
+    ]
+    captured = capfd.readouterr()
+    haystacks += [("stdout", captured.out), ("stderr", captured.err)]
+    haystacks += list(files_text(report.parent))
+    haystacks += [("committed manifest", (workspace.root / "out/visits/_privstage_manifest.json").read_text())]
+    spark.range(1).count()  # a job end flushes the event log
+    event_logs = list(files_text(spark_event_log_dir))
+    assert event_logs, "the Spark event log is enabled for the test session"
+    assert any("SparkListenerSQLExecutionStart" in text for _, text in event_logs)
+    haystacks += event_logs
+
+    assert leaks(haystacks, needles) == []
+    # positive control: a literal that does enter a plan is found by the same scan
+    marker = "positive-control-7f3a9c"
+    spark.range(1).selectExpr(f"'{marker}' AS m").collect()
+    assert leaks(files_text(spark_event_log_dir), [marker]) != []
+    # the canaries are real: they are in the input and the keyring
+    assert workspace.read("data/visits").where(f"ssn = '{CANARY_SSN}'").count() == 2
