@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from privstage.errors import GuardFailed, PrivstageError, SpecError, StageExecutionError
+from privstage.errors import GuardFailed, PrivstageError, SpecError, wrap_library_error
 from privstage.guards.base import DataStats, Guard, GuardContext, GuardOutcome, GuardReport, Phase
 from privstage.io import (
     MANIFEST_NAME,
@@ -316,7 +316,7 @@ def _run_stage(
 
         def write() -> None:
             df_out = plan.module.apply(df_in, plan.detail, spark=spark)
-            writer = df_out.write.mode("errorifexists")
+            writer = df_out.write.mode("error")
             if stage.output.partition_by:
                 writer = writer.partitionBy(*stage.output.partition_by)
             writer.parquet(staging)
@@ -419,15 +419,11 @@ def run_pipeline(
                 stage_manifest.error = exc.to_dict()
                 raise
             except Exception as exc:
-                wrapped = StageExecutionError(
-                    f"stage failed while running on Spark ({_error_class(exc)})", stage=stage_plan.spec.name
+                wrapped = wrap_library_error(
+                    exc, f"stage failed while running on Spark ({_error_class(exc)})", stage=stage_plan.spec.name
                 )
-                wrapped.original = exc  # type: ignore[attr-defined]
                 stage_manifest.error = wrapped.to_dict()
-                if os.environ.get("PRIVSTAGE_DEBUG") == "1":
-                    raise wrapped from exc
-                # Not chained by default: Spark messages can quote data values.
-                raise wrapped from None
+                raise wrapped from wrapped.__cause__
         manifest.status = "succeeded"
         return manifest
     except PrivstageError as exc:

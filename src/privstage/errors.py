@@ -10,6 +10,7 @@ key ids only.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +28,7 @@ __all__ = [
     "SpecError",
     "StageExecutionError",
     "exit_code_for",
+    "wrap_library_error",
 ]
 
 
@@ -160,3 +162,17 @@ def exit_code_for(exc: BaseException) -> int:
         if isinstance(exc, cls):
             return cls.exit_code
     return 1
+
+
+def wrap_library_error(exc: BaseException, message: str, *, stage: str | None = None) -> StageExecutionError:
+    """A retryable StageExecutionError for a Spark / GX / TenSEAL failure.
+
+    Library messages can quote data values (a failed cast names the value), so the original is
+    kept on ``.original`` but not chained into tracebacks unless ``PRIVSTAGE_DEBUG=1``. Raise the
+    result with ``raise wrap_library_error(...) from None`` (the debug mode re-attaches the cause).
+    """
+    error = StageExecutionError(message, stage=stage)
+    error.original = exc  # type: ignore[attr-defined]
+    if os.environ.get("PRIVSTAGE_DEBUG") == "1":
+        error.__cause__ = exc
+    return error

@@ -99,22 +99,34 @@ def commit(staging: str, output: str, *, overwrite: bool, stage: str | None = No
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not dst.exists():
         os.rename(src, dst)
+        _remove_if_empty(src.parent)
         return
     if not overwrite:
         raise SpecError(f"output {output} exists; set output.mode: overwrite or pass --overwrite", stage=stage)
     if _exchange(src, dst):
         shutil.rmtree(src)  # src now holds the previous output
-        return
-    old = src.with_name(src.name + ".old")
-    os.rename(dst, old)
-    os.rename(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    else:
+        old = src.with_name(src.name + ".old")
+        os.rename(dst, old)
+        os.rename(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    _remove_if_empty(src.parent)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Remove the staging folder once no run uses it (another run may, concurrently)."""
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
 
 
 def discard(staging: str | None) -> None:
     """Remove a staging directory (best effort; used on failure)."""
     if staging:
-        shutil.rmtree(local_path(staging), ignore_errors=True)
+        path = local_path(staging)
+        shutil.rmtree(path, ignore_errors=True)
+        _remove_if_empty(path.parent)
 
 
 def read_dataset(spark: SparkSession, path: str, fmt: str, options: dict[str, str] | None = None) -> DataFrame:

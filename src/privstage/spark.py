@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -91,7 +92,11 @@ def get_session(spec: SparkSpec | None = None, *, conf: Mapping[str, str] | None
             if remote.startswith("local"):
                 for key, value in {**default_conf(local=True), **settings}.items():
                     builder = builder.config(key, value)
-            return builder.getOrCreate()
+            with warnings.catch_warnings():
+                # A local Connect server takes these at start-up; the client then also tries to set
+                # them at run time and warns CANNOT_MODIFY_CONFIG for the static ones. Harmless.
+                warnings.filterwarnings("ignore", message=".*CANNOT_MODIFY_CONFIG.*")
+                return builder.getOrCreate()
 
         active = SparkSession.getActiveSession()
         if active is not None:

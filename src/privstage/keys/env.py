@@ -21,7 +21,8 @@ class EnvKeyProvider:
     """Reads keys from the environment.
 
     ``PRIVSTAGE_KEY_PSEUDONYM_KEY_V2`` holds version 2 of key ``pseudonym-key``; a plain
-    ``PRIVSTAGE_KEY_PSEUDONYM_KEY`` is version 1 when no versioned variable exists.
+    ``PRIVSTAGE_KEY_PSEUDONYM_KEY`` is version 1 unless ``..._V1`` exists (so adding a version
+    keeps the old one readable).
     """
 
     def __init__(self, prefix: str = "PRIVSTAGE_KEY_", environ: Mapping[str, str] | None = None) -> None:
@@ -40,8 +41,8 @@ class EnvKeyProvider:
             m = pattern.match(name)
             if m:
                 found[int(m.group(1))] = name
-        if not found and base in self.environ:
-            found[1] = base
+        if 1 not in found and base in self.environ:
+            found[1] = base  # the plain variable is version 1 unless <NAME>_V1 exists
         return found
 
     def versions(self, key_id: str) -> list[int]:

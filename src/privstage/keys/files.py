@@ -1,7 +1,7 @@
 """Keys from a directory of files, as Kubernetes mounts a Secret.
 
-Each file holds one base64 key. The file name is the key id (version 1) or ``<id>.v<N>``
-(version N). Names starting with '.' (Kubernetes' ``..data`` links) are ignored. A version is
+Each file holds one base64 key. The file name is the key id (version 1, unless ``<id>.v1``
+exists) or ``<id>.v<N>`` (version N). Names starting with '.' (Kubernetes' ``..data`` links) are ignored. A version is
 disabled by a file ``<id>.v<N>.disabled`` next to it.
 """
 
@@ -34,8 +34,8 @@ class FileKeyProvider:
             if m and not path.with_name(path.name + ".disabled").exists():
                 found[int(m.group(1))] = path
         plain = self.directory / key_id
-        if not found and plain.is_file():
-            found[1] = plain
+        if 1 not in found and plain.is_file():
+            found[1] = plain  # the plain file is version 1 unless <id>.v1 exists
         return found
 
     def versions(self, key_id: str) -> list[int]:
