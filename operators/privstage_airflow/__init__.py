@@ -1,1 +1,56 @@
-"""Airflow 3 provider for privstage."""
+"""Airflow 3 provider for privstage: run guarded privacy stages as Airflow tasks.
+
+Public API::
+
+    from privstage_airflow import PrivacyPipelineOperator, PseudonymizeOperator, PrivstageHook
+
+Operators are thin: they build a :class:`privstage.spec.PipelineSpec`, call
+:func:`privstage.engine.run_pipeline` and translate errors (spec, guard, budget, integrity and HE
+parameter failures fail the task without retries). The run manifest is the task's XCom.
+
+Names are imported on first access. Airflow imports ``privstage_airflow.get_provider_info`` (and
+with it this package) whenever it lists providers; an eager import of the operators here would make
+every Airflow command load the Task SDK operator machinery, and fail if an operator module did.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from privstage.__about__ import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from privstage_airflow.hooks.privstage import PrivstageHook
+    from privstage_airflow.operators.pipeline import (
+        PrivacyPipelineOperator,
+        PrivstageOperatorBase,
+        PseudonymizeOperator,
+    )
+
+__all__ = [
+    "PrivacyPipelineOperator",
+    "PrivstageHook",
+    "PrivstageOperatorBase",
+    "PseudonymizeOperator",
+    "__version__",
+]
+
+_LAZY = {
+    "PrivacyPipelineOperator": "privstage_airflow.operators.pipeline",
+    "PrivstageOperatorBase": "privstage_airflow.operators.pipeline",
+    "PseudonymizeOperator": "privstage_airflow.operators.pipeline",
+    "PrivstageHook": "privstage_airflow.hooks.privstage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
