@@ -1,0 +1,198 @@
+"""Build Dagster assets from a privstage pipeline spec: one asset per stage.
+
+The factory is thin: it parses the spec once, declares assets and their blocking checks, and at
+run time calls :func:`privstage.engine.run_pipeline` for one stage, then reports the manifest.
+Guards, keys, atomic commits and every privacy decision stay in the engine.
+"""
+
+# No ``from __future__ import annotations`` here: Dagster reads the compute function's annotations
+# at definition time to find its resources, and needs them as real types.
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    RetryPolicy,
+    asset,
+)
+
+from privstage.engine import RunContext, run_pipeline
+from privstage.errors import GuardFailed, PrivstageError, SpecError
+from privstage.spec import PipelineSpec, StageSpec, load_spec
+from privstage_dagster._errors import failure_from
+from privstage_dagster.checks import check_results_from_guards, check_specs_for_stage
+from privstage_dagster.resources import KeyProviderResource, SparkResource
+
+__all__ = ["build_privstage_assets", "materialization_metadata", "run_key_for"]
+
+
+def run_key_for(context: AssetExecutionContext) -> str:
+    """``dagster/<root run id>/<asset key>``.
+
+    The *root* run id is the run's own id, except for a re-execution, where it is the id of the run
+    that was re-executed: like a step retry, a re-execution is the same logical run, so the engine
+    sees the same run key (the property ledgers and idempotent writes rely on).
+    """
+    root = context.run.root_run_id or context.run_id
+    return f"dagster/{root}/{context.asset_key.to_user_string()}"
+
+
+def materialization_metadata(manifest: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """Asset metadata from a run manifest (``PipelineManifest.to_dict()``): counts, paths, key ids."""
+    entry = next(s for s in manifest["stages"] if s["name"] == stage)
+    metadata: dict[str, Any] = {
+        "dagster/row_count": entry["rows_out"],
+        "rows_in": entry["rows_in"],
+        "rows_out": entry["rows_out"],
+        "input": MetadataValue.path(entry["input"]),
+        "output": MetadataValue.path(entry["output"]),
+        "key_ids": entry["key_ids"],
+        "key_versions": entry["key_versions"],
+        "guards_passed": entry["guard_summary"]["passed"],
+        "guards_failed": entry["guard_summary"]["failed"],
+        "timings_s": entry["timings"],
+        "duration_s": manifest["duration_s"],
+        "run_key": manifest["run_key"],
+        "privstage_version": manifest["privstage_version"],
+    }
+    if manifest.get("partition") is not None:
+        metadata["partition"] = manifest["partition"]
+    return metadata
+
+
+def _stage_asset(
+    spec: PipelineSpec,
+    stage: StageSpec,
+    *,
+    prefix: Sequence[str],
+    group_name: str | None,
+    partitions_def: PartitionsDefinition | None,
+    retry_policy: RetryPolicy | None,
+) -> AssetsDefinition:
+    asset_key = AssetKey([*prefix, stage.name])
+    deps = [AssetKey([*prefix, stage.input.stage])] if stage.input.stage else []
+    output_path = spec.resolve_path(stage.output.path)
+
+    @asset(
+        key=asset_key,
+        deps=deps,
+        check_specs=check_specs_for_stage(stage, asset_key),
+        group_name=group_name,
+        partitions_def=partitions_def,
+        retry_policy=retry_policy,
+        description=stage.description or f"privstage {stage.kind} stage '{stage.name}' of '{spec.name}'.",
+        metadata={
+            "privstage/pipeline": spec.name,
+            "privstage/kind": stage.kind,
+            "output": MetadataValue.path(output_path),
+        },
+        kinds={"spark", "privstage"},
+    )
+    def _compute(
+        context: AssetExecutionContext, spark: SparkResource, privstage_keys: KeyProviderResource
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+        run_context = RunContext(
+            run_key=run_key_for(context),
+            orchestrator="dagster",
+            partition=context.partition_key if context.has_partition_key else None,
+            attempt=context.retry_number + 1,
+        )
+        selected = context.selected_asset_check_keys
+        try:
+            session = spark.get_session(spec.spark)
+            keys = privstage_keys.get_provider(spec.state_path(), base_dir=spec.base_dir, default=spec.keys)
+            manifest = run_pipeline(
+                spec, stages=[stage.name], context=run_context, spark=session, keys=keys, progress=False
+            )
+        except GuardFailed as exc:
+            # Record what the guards found, then stop: the output was not committed.
+            reports = _guard_reports(exc, stage.name)
+            yield from check_results_from_guards(reports, asset_key=asset_key, selected=selected)
+            raise failure_from(exc) from exc
+        except PrivstageError as exc:
+            if exc.retryable:
+                raise
+            raise failure_from(exc) from exc
+
+        data = manifest.to_dict()
+        entry = next(s for s in data["stages"] if s["name"] == stage.name)
+        yield MaterializeResult(
+            metadata=materialization_metadata(data, stage.name),
+            check_results=check_results_from_guards(entry["guards"], asset_key=asset_key, selected=selected),
+        )
+
+    return _compute
+
+
+def _guard_reports(exc: GuardFailed, stage: str) -> list[Mapping[str, Any]]:
+    manifest = getattr(exc, "manifest", None)
+    if manifest is not None:
+        for entry in manifest.to_dict()["stages"]:
+            if entry["name"] == stage:
+                return entry["guards"]
+    return [exc.report.to_dict()] if exc.report is not None else []
+
+
+def build_privstage_assets(
+    spec: PipelineSpec | str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    group_name: str | None = None,
+    key_prefix: str | Sequence[str] | None = None,
+    partitions_def: PartitionsDefinition | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> list[AssetsDefinition]:
+    """One Dagster asset per stage of a privstage pipeline.
+
+    The assets need two resources: ``spark`` (:class:`SparkResource`) and ``privstage_keys``
+    (:class:`KeyProviderResource`). Asset keys are the stage names (under ``key_prefix``); a stage
+    reading another stage's output depends on its asset. Each asset declares blocking checks for
+    its guards (see :mod:`privstage_dagster.checks`).
+
+    Args:
+        spec: a ``pipeline.yaml`` path, or a parsed :class:`~privstage.spec.PipelineSpec`.
+        base_dir: relative dataset paths resolve against it (default ``$PRIVSTAGE_BASE_DIR``, else the
+            spec file's folder); only with a path.
+        group_name: Dagster asset group; default the pipeline name.
+        key_prefix: prefix of every asset key.
+        partitions_def: partitions of every asset; the engine receives the partition key.
+        retry_policy: applies to retryable errors only (privstage's non-retryable errors bypass it).
+
+    Raises:
+        SpecError: the spec cannot be read or is invalid (at definition time, before any run).
+
+    Example:
+        .. code-block:: python
+
+            defs = dg.Definitions(
+                assets=build_privstage_assets("pipeline.yaml"),
+                resources={"spark": SparkResource(), "privstage_keys": KeyProviderResource()},
+            )
+    """
+    if isinstance(spec, PipelineSpec):
+        if base_dir is not None:
+            raise SpecError("base_dir applies to a spec path; a parsed PipelineSpec has its base_dir already")
+        pipeline = spec
+    else:
+        pipeline = load_spec(Path(spec), base_dir=base_dir)
+    prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix or [])
+    return [
+        _stage_asset(
+            pipeline,
+            stage,
+            prefix=prefix,
+            group_name=group_name or pipeline.name,
+            partitions_def=partitions_def,
+            retry_policy=retry_policy,
+        )
+        for stage in pipeline.stages
+    ]
