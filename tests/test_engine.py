@@ -156,3 +156,22 @@ def test_overwrite_keeps_previous_output_when_a_guard_blocks(workspace, spark):
         run_pipeline(blocked, spark=spark, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert set(os.listdir(workspace.root / "out")) == {"visits"}  # no staging left behind
+
+
+def test_a_retry_with_the_same_run_key_reconnects_to_the_committed_output(workspace, spark):
+    spec = workspace.load(PSEUDO_STAGE)
+    ctx = RunContext(run_key="airflow/dag/run-7/pseudo", orchestrator="airflow")
+    first = run_pipeline(spec, spark=spark, context=ctx, progress=False)
+    out = workspace.root / "out" / "visits"
+    files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+    retry = run_pipeline(spec, spark=spark, context=RunContext(run_key=ctx.run_key, attempt=2), progress=False)
+    (stage,) = retry.stages
+    assert stage.status == "reused"
+    assert (stage.rows_in, stage.rows_out) == (first.stages[0].rows_in, first.stages[0].rows_out)
+    assert [g.to_dict() for g in stage.guards] == [g.to_dict() for g in first.stages[0].guards]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files  # nothing rewritten
+
+    # another run key still finds the output taken
+    with pytest.raises(SpecError, match="exists"):
+        run_pipeline(spec, spark=spark, context=RunContext(run_key="airflow/dag/run-8/pseudo"), progress=False)

@@ -8,6 +8,7 @@ stages, before any stage runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -70,6 +71,7 @@ class StagePlan:
     overwrite: bool
     before: list[Guard] = field(default_factory=list)
     after: list[Guard] = field(default_factory=list)
+    committed: dict[str, Any] | None = None  # the output this run key already committed (a retry)
 
     @property
     def key_versions(self) -> dict[str, int]:
@@ -140,6 +142,20 @@ def _read_schema(spark: SparkSession, stage: StageSpec, path: str, fmt: str, opt
         ) from None
 
 
+def _committed_by(output_path: str, run_key: str | None) -> dict[str, Any] | None:
+    """The committed manifest of ``output_path`` when the same run key wrote it, else None."""
+    if run_key is None:
+        return None
+    manifest_file = local_path(output_path) / MANIFEST_NAME
+    try:
+        committed = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if committed.get("run_key") == run_key and committed.get("status") == "succeeded":
+        return dict(committed)
+    return None
+
+
 def _guards_for(stage: StageSpec, phase: Phase, builtin: list[Guard]) -> list[Guard]:
     expectations = stage.expect_before if phase == "before" else stage.expect_after
     guards = list(builtin)
@@ -157,8 +173,12 @@ def plan_pipeline(
     keys: KeyProvider,
     stages: Sequence[str] | None = None,
     overwrite: bool | None = None,
+    run_key: str | None = None,
 ) -> PipelinePlan:
     """Resolve every selected stage before any data is read.
+
+    A stage whose output was committed by the same ``run_key`` (a retried task, a re-executed run)
+    is planned as already done: the retry reconnects to that output instead of redoing or failing.
 
     Raises:
         SpecError: unknown stage, missing input, unknown column, wrong type, output exists, bad
@@ -186,7 +206,8 @@ def plan_pipeline(
         output_schema = module.apply(empty, detail, spark=spark).schema
         output_path = spec.resolve_path(stage.output.path)
         stage_overwrite = bool(overwrite) or stage.output.mode == "overwrite"
-        if local_path(output_path).exists() and not stage_overwrite:
+        committed = _committed_by(output_path, run_key)
+        if local_path(output_path).exists() and not stage_overwrite and committed is None:
             raise SpecError(
                 f"output {output_path} exists; set output.mode: overwrite or pass --overwrite", stage=stage.name
             )
@@ -214,6 +235,7 @@ def plan_pipeline(
             overwrite=stage_overwrite,
             before=_guards_for(stage, "before", before),
             after=_guards_for(stage, "after", after),
+            committed=committed,
         )
         planned[stage.name] = plan
         out.append(plan)
@@ -289,9 +311,25 @@ def _timed(progress: _Progress, name: str, fn: Callable[[], Any], note: Callable
 
 
 def _run_stage(
-    plan: StagePlan, manifest: StageManifest, *, spark: SparkSession, run_id: str, progress: _Progress
+    plan: StagePlan,
+    manifest: StageManifest,
+    *,
+    spark: SparkSession,
+    run_id: str,
+    run_key: str,
+    pipeline: str,
+    progress: _Progress,
 ) -> None:
     stage = plan.spec
+    if plan.committed is not None:
+        # This run key committed the stage already: reconnect, do not redo.
+        manifest.status = "reused"
+        manifest.rows_in = plan.committed.get("rows_in")
+        manifest.rows_out = plan.committed.get("rows_out")
+        manifest.details["reused_from"] = plan.committed.get("run_key")
+        manifest.guards.extend(GuardReport.from_dict(g) for g in plan.committed.get("guards", ()))
+        progress.step("reused", True, 0.0, f"committed earlier by run key {plan.committed.get('run_key')}")
+        return
     sensitive = stage.input_sensitive_columns()
     sensitive_out = sensitive | {f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()}
     df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
@@ -344,7 +382,9 @@ def _run_stage(
         manifest.rows_in = in_stats.rows
         manifest.rows_out = out_stats.rows
         manifest.status = "succeeded"
-        write_json_atomic(local_path(staging) / MANIFEST_NAME, manifest.to_dict())
+        write_json_atomic(
+            local_path(staging) / MANIFEST_NAME, {"run_key": run_key, "pipeline": pipeline, **manifest.to_dict()}
+        )
         t0 = time.perf_counter()
         _timed(
             progress,
@@ -400,7 +440,9 @@ def run_pipeline(
     started = time.perf_counter()
     try:
         spark, keys = _resolve_runtime(spec, spark, keys)
-        plan = plan_pipeline(spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite)
+        plan = plan_pipeline(
+            spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite, run_key=context.run_key
+        )
         for index, stage_plan in enumerate(plan.stages, start=1):
             display.stage(index, len(plan.stages), stage_plan.spec)
             stage_manifest = StageManifest(
@@ -413,7 +455,15 @@ def run_pipeline(
             )
             manifest.stages.append(stage_manifest)
             try:
-                _run_stage(stage_plan, stage_manifest, spark=spark, run_id=run_id, progress=display)
+                _run_stage(
+                    stage_plan,
+                    stage_manifest,
+                    spark=spark,
+                    run_id=run_id,
+                    run_key=context.run_key,
+                    pipeline=spec.name,
+                    progress=display,
+                )
             except PrivstageError as exc:
                 exc.stage = exc.stage or stage_plan.spec.name
                 stage_manifest.error = exc.to_dict()

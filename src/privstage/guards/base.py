@@ -108,6 +108,15 @@ class GuardReport:
     def failures(self) -> tuple[GuardOutcome, ...]:
         return tuple(o for o in self.outcomes if not o.success)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GuardReport:
+        """Rebuild a report from :meth:`to_dict` output (a committed manifest)."""
+        return cls(
+            stage=data["stage"],
+            phase=data["phase"],
+            outcomes=tuple(GuardOutcome(**o) for o in data.get("outcomes", ())),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
