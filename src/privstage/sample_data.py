@@ -1,13 +1,14 @@
 """Deterministic synthetic patient visits for the demo, the tests and the benchmarks.
 
-Two generators share one schema (:data:`CLINIC_VISITS_SCHEMA`) and the same distributions:
+Two generators share one schema (:data:`CLINIC_VISITS_SCHEMA`) and the same value distributions:
 
 * :func:`generate_clinic_visits_pandas` draws with ``numpy.random.default_rng(seed)``; for small sizes.
 * :func:`clinic_visits_spark` computes every value inside Spark from ``spark.range`` ids with built-in
   hash functions (no Python UDF, nothing collected), so ten million rows take seconds and the result
   depends only on ``(n_rows, seed)``, never on partitioning.
 
-The two generators do not agree row for row. Both keep a patient's name, email, SSN, date of birth,
+The two generators do not agree row for row (pandas rows are sorted by visit date; Spark rows come
+grouped by patient, 0 to 8 visits each, usually 1 to 7). Both keep a patient's name, email, SSN, date of birth,
 ZIP code and sex identical across that patient's visits. The data are made to exercise privacy
 stages: a few names per hundred are non-ASCII, some of them in decomposed (NFD) form, a few carry
 stray spaces, e-mails vary in case and are sometimes null. Every SSN looks valid (area never 000,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CLINIC_VISITS_SCHEMA",
     "DEFAULT_SEED",
+    "SPARK_GENERATION_THRESHOLD",
     "clinic_visits_spark",
     "generate_clinic_visits_pandas",
     "write_clinic_visits",
@@ -144,7 +147,7 @@ def generate_clinic_visits_pandas(n_rows: int = 5000, *, seed: int = DEFAULT_SEE
     index = np.arange(n_patients, dtype=np.int64)
 
     def skewed(n: int, skew: float, size: int) -> np.ndarray:
-        return np.floor(n * rng.random(size) ** skew).astype(np.int64)
+        return np.minimum(np.floor(n * rng.random(size) ** skew), n - 1).astype(np.int64)
 
     # Patients.
     first, last = rng.integers(len(_FIRST), size=n_patients), rng.integers(len(_LAST), size=n_patients)
@@ -193,9 +196,7 @@ def generate_clinic_visits_pandas(n_rows: int = 5000, *, seed: int = DEFAULT_SEE
     birth = np.datetime64(_BIRTH_ANCHOR) - age_days.astype("timedelta64[D]")
     zip_codes = [
         f"{_ZIP3[p]}{d:02d}"
-        for p, d in zip(
-            skewed(len(_ZIP3), _ZIP_SKEW, n_patients), rng.integers(100, size=n_patients), strict=True
-        )
+        for p, d in zip(skewed(len(_ZIP3), _ZIP_SKEW, n_patients), rng.integers(100, size=n_patients), strict=True)
     ]
     sex = np.searchsorted(_SEX_CUTS, rng.random(n_patients), side="right")
     home_clinic = skewed(len(_CLINICS), _CLINIC_SKEW, n_patients)
@@ -239,126 +240,148 @@ def clinic_visits_spark(
 ) -> DataFrame:
     """Generate ``n_rows`` patient visits lazily in Spark, with the DataFrame API only.
 
-    Every value is a built-in hash of ``(seed, field, row or patient index)``, so the result depends on
-    ``(n_rows, seed)`` alone: any ``num_partitions`` gives the same rows (in partition order). Works on
-    classic Spark and Spark Connect.
+    Patients come from ``spark.range``; each patient's attributes are computed once and the patient is
+    exploded into its visits. Patient ``k`` owns the visit indexes ``[start(k), start(k + 1))`` with
+    ``start(k) = floor((k + u_k) * n_rows / n_patients)``, so every patient has 0 to 8 visits (4 on
+    average) and the total is exactly ``n_rows``. Every value comes from built-in ``xxhash64`` hashes of
+    the seed and the patient or visit index (16 bits per field), so the result depends on
+    ``(n_rows, seed)`` alone, whatever ``num_partitions``. Works on classic Spark and Spark Connect.
 
     Args:
         spark: the session to build the DataFrame in.
-        n_rows: number of visits; about one patient per four visits.
+        n_rows: number of visits.
         seed: mixes into every hash; a different seed gives different data.
-        num_partitions: partitions of the underlying ``spark.range`` (Spark's default when None).
+        num_partitions: partitions of the patients' ``spark.range`` (Spark's default when None).
 
     Returns:
-        An unsorted DataFrame whose schema is exactly :data:`CLINIC_VISITS_SCHEMA`.
+        A DataFrame, grouped by patient, whose schema is exactly :data:`CLINIC_VISITS_SCHEMA`.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StructType
 
     n_patients = _patient_count(n_rows)
+    fields = {
+        "p": ("foreign", "which", "nfd", "first", "last", "space", "case", "style", "numbered", "number", "domain",
+              "age1", "age2", "zip3", "zip5", "sex", "home_clinic"),
+        "id": ("at_home", "clinic", "diagnosis", "cost1", "cost2", "visit_day"),
+    }  # fmt: skip
 
-    def uniform(field: str, key: str) -> Column:
-        """A [0, 1) double from 53 bits of the hash of (seed, field, key); never exactly 0."""
-        bits = F.pmod(F.xxhash64(F.lit(seed), F.lit(field), F.col(key)), F.lit(1 << 53))
-        return (bits.cast("double") + 0.5) / float(1 << 53)
+    def hashes(key: str) -> dict[str, Column]:
+        """One 64-bit hash of (seed, key, i) per four fields: hashing dominates the generator's cost."""
+        return {
+            f"{key}{i}": F.xxhash64(F.lit(seed), F.lit(key), F.lit(i), F.col(key))
+            for i in range(0, len(fields[key]), 4)
+        }
 
-    def below(n: int, field: str, key: str) -> Column:
-        return F.pmod(F.xxhash64(F.lit(seed), F.lit(field), F.col(key)), F.lit(n))
+    def to_unit(bits: Column) -> Column:
+        """16 random bits as a double in (0, 1)."""
+        return (bits.bitwiseAND(0xFFFF) + 0.5) / 65536.0
 
-    def skewed(n: int, skew: float, field: str, key: str) -> Column:
-        return F.floor(F.pow(uniform(field, key), skew) * n)
+    def uniform(field: str) -> Column:
+        key = "p" if field in fields["p"] else "id"
+        slot = fields[key].index(field)
+        return to_unit(F.shiftrightunsigned(F.col(f"{key}{slot - slot % 4}"), 16 * (slot % 4)))
 
-    def pick(values: tuple, at: Column) -> Column:
-        return F.element_at(F.array(*(F.lit(v) for v in values)), (at + 1).cast("int"))
+    def index(field: str, n: int, skew: float = 1.0) -> Column:
+        """An integer in [0, n) (u <= 1 - 2**-17 keeps floor(u * n) below n); skew > 1 favours small ones."""
+        u = uniform(field) if skew == 1.0 else F.pow(uniform(field), skew)
+        return F.floor(u * n)
+
+    def pick(values: Sequence[str | float], at: Column) -> Column:
+        return F.get(F.array(*(F.lit(v) for v in values)), at.cast("int"))
 
     def affine(key: str, mul: int, modulus: int, salt: int) -> Column:
         return F.pmod(F.col(key) * F.lit(mul) + F.lit(_offset(seed, modulus, salt)), F.lit(modulus))
 
-    ids = spark.range(0, n_rows, 1, num_partitions).withColumn("p", below(n_patients, "patient", "id"))
-    indexes = ids.select(
-        "id",
-        "p",
-        (uniform("is_foreign", "p") < _NON_ASCII_SHARE).alias("is_foreign"),
-        below(len(_NON_ASCII), "foreign", "p").alias("foreign"),
-        below(len(_FIRST), "first", "p").alias("first"),
-        below(len(_LAST), "last", "p").alias("last"),
-        skewed(len(_DIAGNOSES), _DIAGNOSIS_SKEW, "diagnosis", "id").alias("diagnosis"),
+    def digits(value: Column, width: int) -> Column:
+        return F.lpad(value.cast("string"), width, "0")
+
+    def first_visit(k: Column) -> Column:
+        """floor((k + u_k) * n_rows / n_patients): non-decreasing in k, 0 at k = 0, n_rows at k = n_patients."""
+        jitter = to_unit(F.xxhash64(F.lit(seed), F.lit("start"), k))
+        return F.when(k == 0, 0).when(k >= n_patients, n_rows).otherwise(F.floor((k + jitter) * (n_rows / n_patients)))
+
+    # Each withColumns is one projection, so a value used several times below is computed once per row.
+    patients = spark.range(0, n_patients, 1, num_partitions).withColumnRenamed("id", "p").withColumns(hashes("p"))
+    patients = patients.withColumns(
+        {
+            "foreign": F.when(uniform("foreign") < _NON_ASCII_SHARE, index("which", len(_NON_ASCII))),
+            "first": index("first", len(_FIRST)),
+            "last": index("last", len(_LAST)),
+            "ssn_number": affine("p", _SSN_MUL, _SSN_MOD, 3),
+        }
     )
-    is_foreign, foreign = F.col("is_foreign"), F.col("foreign")
-    plain_name = (
-        F.when(is_foreign & (uniform("nfd", "p") < _NFD_SHARE), pick(_NON_ASCII_NFD, foreign))
-        .when(is_foreign, pick(_NON_ASCII, foreign))
-        .otherwise(
-            F.concat(pick(tuple(_FIRST), F.col("first")), F.lit(" "), pick(tuple(_LAST), F.col("last")))
-        )
-    )
-    space = uniform("space", "p")
-    name = (
-        F.when(space < _SPACE_SHARE / 2, F.concat(F.lit(" "), plain_name))
-        .when(space < _SPACE_SHARE, F.concat(plain_name, F.lit("  ")))
-        .otherwise(plain_name)
-    )
-    first = F.when(is_foreign, pick(_NON_ASCII_FIRST_SLUG, foreign)).otherwise(
-        pick(_FIRST_SLUG, F.col("first"))
-    )
-    last = F.when(is_foreign, pick(_NON_ASCII_LAST_SLUG, foreign)).otherwise(pick(_LAST_SLUG, F.col("last")))
-    local = F.element_at(
-        F.array(
-            F.concat_ws(".", first, last),
-            F.concat_ws("_", first, last),
-            F.concat(F.substring(first, 1, 1), last),
-        ),
-        (below(3, "style", "p") + 1).cast("int"),
-    )
-    digits = F.when(uniform("with_digits", "p") < 0.4, below(100, "digits", "p").cast("string")).otherwise("")
-    email = F.concat(local, digits, F.lit("@"), pick(_DOMAINS, below(len(_DOMAINS), "domain", "p")))
-    case = uniform("case", "p")
-    upper_below = _EMAIL_NULL_SHARE + _EMAIL_UPPER_SHARE
-    email = (
-        F.when(case < _EMAIL_NULL_SHARE, F.lit(None))
-        .when(case < upper_below, F.upper(email))
-        .when(case < upper_below + _EMAIL_CAPITAL_SHARE,
-              F.concat(F.upper(email.substr(1, 1)), email.substr(F.lit(2), F.length(email))))
-        .otherwise(email)
+    foreign = F.col("foreign")  # null for an ASCII name
+    nfd = (uniform("nfd") < _NFD_SHARE).cast("int") * len(_NON_ASCII)
+    first = pick(_FIRST_SLUG + _NON_ASCII_FIRST_SLUG, F.coalesce(foreign + len(_FIRST), F.col("first")))
+    last = pick(_LAST_SLUG + _NON_ASCII_LAST_SLUG, F.coalesce(foreign + len(_LAST), F.col("last")))
+    style = index("style", 3)  # first.last, first_last, flast
+    number = F.when(uniform("numbered") < 0.4, index("number", 100).cast("string")).otherwise("")
+    patients = patients.withColumns(
+        {
+            "plain_name": F.coalesce(
+                pick(_NON_ASCII + _NON_ASCII_NFD, foreign + nfd),
+                F.concat(pick(_FIRST, F.col("first")), F.lit(" "), pick(_LAST, F.col("last"))),
+            ),
+            "raw_email": F.concat(
+                F.when(style == 2, first.substr(1, 1)).otherwise(first), pick((".", "_", ""), style), last, number,
+                F.lit("@"), pick(_DOMAINS, index("domain", len(_DOMAINS))),
+            ),
+        }
     )  # fmt: skip
-    ssn_number = affine("p", _SSN_MUL, _SSN_MOD, 3)
+
+    plain_name, raw_email, space, case = F.col("plain_name"), F.col("raw_email"), uniform("space"), uniform("case")
+    upper_below = _EMAIL_NULL_SHARE + _EMAIL_UPPER_SHARE
+    ssn_number = F.col("ssn_number")
     area = F.floor(ssn_number / (_SSN_GROUPS * _SSN_SERIALS)) + 1
-    ssn = F.format_string(
-        "%03d-%02d-%04d",
-        area + (area >= 666).cast("long"),
-        F.pmod(F.floor(ssn_number / _SSN_SERIALS), F.lit(_SSN_GROUPS)) + 1,
-        F.pmod(ssn_number, F.lit(_SSN_SERIALS)) + 1,
-    )
-    age_days = F.floor((uniform("age1", "p") + uniform("age2", "p")) * (_MAX_AGE_YEARS / 2 * 365.25))
-    zip_code = F.concat(
-        pick(_ZIP3, skewed(len(_ZIP3), _ZIP_SKEW, "zip3", "p")),
-        F.lpad(below(100, "zip5", "p").cast("string"), 2, "0"),
-    )
-    sex = uniform("sex", "p")
-    clinic = F.when(
-        uniform("at_home", "id") < _HOME_CLINIC_SHARE, skewed(len(_CLINICS), _CLINIC_SKEW, "home_clinic", "p")
-    ).otherwise(skewed(len(_CLINICS), _CLINIC_SKEW, "clinic", "id"))
-    normal = F.sqrt(-2.0 * F.log(uniform("cost1", "id"))) * F.cos(2.0 * np.pi * uniform("cost2", "id"))
-    cost = pick(_DIAGNOSIS_COSTS, F.col("diagnosis")) * F.exp(normal * _COST_SIGMA)
-    visits = indexes.select(
-        F.format_string("V%010d", affine("id", _VISIT_ID_MUL, _VISIT_ID_MOD, 1)).alias("visit_id"),
-        F.format_string("P%07d", affine("p", _PATIENT_ID_MUL, _PATIENT_ID_MOD, 2)).alias("patient_id"),
-        name.alias("name"),
-        email.alias("email"),
-        ssn.alias("ssn"),
+    group = F.pmod(F.floor(ssn_number / _SSN_SERIALS), F.lit(_SSN_GROUPS)) + 1
+    serial = F.pmod(ssn_number, F.lit(_SSN_SERIALS)) + 1
+    ssn = digits((area + (area >= 666).cast("long")) * 10**6 + group * 10**4 + serial, 9)
+    age_days = F.floor((uniform("age1") + uniform("age2")) * (_MAX_AGE_YEARS / 2 * 365.25))
+    sex = uniform("sex")
+    patients = patients.select(
+        first_visit(F.col("p")).alias("start"),
+        first_visit(F.col("p") + 1).alias("stop"),
+        F.concat(F.lit("P"), digits(affine("p", _PATIENT_ID_MUL, _PATIENT_ID_MOD, 2), 7)).alias("patient_id"),
+        F.concat(
+            F.when(space < _SPACE_SHARE / 2, " ").otherwise(""),
+            plain_name,
+            F.when((space >= _SPACE_SHARE / 2) & (space < _SPACE_SHARE), "  ").otherwise(""),
+        ).alias("name"),
+        F.when(case < _EMAIL_NULL_SHARE, F.lit(None))
+        .when(case < upper_below, F.upper(raw_email))
+        .when(case < upper_below + _EMAIL_CAPITAL_SHARE, F.initcap(raw_email))  # no spaces: capitalises one letter
+        .otherwise(raw_email)
+        .alias("email"),
+        F.concat_ws("-", ssn.substr(1, 3), ssn.substr(4, 2), ssn.substr(6, 4)).alias("ssn"),
         F.date_sub(F.to_date(F.lit(_BIRTH_ANCHOR)), age_days.cast("int")).alias("date_of_birth"),
-        zip_code.alias("zip_code"),
+        F.concat(pick(_ZIP3, index("zip3", len(_ZIP3), _ZIP_SKEW)), digits(index("zip5", 100), 2)).alias("zip_code"),
         F.when(sex < _SEX_CUTS[0], "F").when(sex < _SEX_CUTS[1], "M").otherwise("X").alias("sex"),
+        index("home_clinic", len(_CLINICS), _CLINIC_SKEW).alias("home_clinic"),
+    )
+
+    visits = (
+        patients.where(F.col("stop") > F.col("start"))
+        .withColumn("id", F.explode(F.sequence(F.col("start"), F.col("stop") - 1)))
+        .withColumns(hashes("id"))
+    )
+    visits = visits.withColumn("diagnosis", index("diagnosis", len(_DIAGNOSES), _DIAGNOSIS_SKEW))
+    clinic = F.when(uniform("at_home") < _HOME_CLINIC_SHARE, F.col("home_clinic")).otherwise(
+        index("clinic", len(_CLINICS), _CLINIC_SKEW)
+    )
+    normal = F.sqrt(-2.0 * F.log(uniform("cost1"))) * F.cos(2.0 * np.pi * uniform("cost2"))
+    cost = F.greatest(pick(_DIAGNOSIS_COSTS, F.col("diagnosis")) * F.exp(normal * _COST_SIGMA), F.lit(1.0))
+    visits = visits.select(
+        F.concat(F.lit("V"), digits(affine("id", _VISIT_ID_MUL, _VISIT_ID_MOD, 1), 10)).alias("visit_id"),
+        *("patient_id", "name", "email", "ssn", "date_of_birth", "zip_code", "sex"),
         pick(_CLINICS, clinic).alias("clinic_id"),
-        F.date_add(F.to_date(F.lit(_VISIT_START)), below(_VISIT_DAYS, "visit_date", "id").cast("int")).alias(
-            "visit_date"
-        ),
+        F.date_add(F.to_date(F.lit(_VISIT_START)), index("visit_day", _VISIT_DAYS).cast("int")).alias("visit_date"),
         pick(_DIAGNOSIS_CODES, F.col("diagnosis")).alias("diagnosis_code"),
-        F.round(F.greatest(cost, F.lit(1.0)), 2).alias("cost"),
+        # floor(100 x + 0.5) / 100 is round-half-up to cents without Spark's per-row BigDecimal.
+        (F.floor(cost * 100.0 + 0.5) / 100.0).alias("cost"),
     )
     # Spark proves most computed columns NOT NULL; the contract, like every Parquet read, is all nullable.
-    nullable = [F.when(F.lit(True), F.col(c)).alias(c) for c in visits.columns]
-    return visits.select(*nullable).to(StructType.fromDDL(CLINIC_VISITS_SCHEMA))
+    nullable = [F.when(F.col(c).isNotNull(), F.col(c)).alias(c) for c in visits.columns]
+    return visits.select(*nullable)
 
 
 def write_clinic_visits(
@@ -405,8 +428,6 @@ def write_clinic_visits(
     if n_rows > SPARK_GENERATION_THRESHOLD:
         visits = clinic_visits_spark(spark, n_rows, seed=seed)
     else:
-        visits = spark.createDataFrame(
-            generate_clinic_visits_pandas(n_rows, seed=seed), schema=CLINIC_VISITS_SCHEMA
-        )
+        visits = spark.createDataFrame(generate_clinic_visits_pandas(n_rows, seed=seed), schema=CLINIC_VISITS_SCHEMA)
     visits.write.mode("errorifexists").parquet(path)
     return path
