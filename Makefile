@@ -9,9 +9,21 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: demo test test-fast bench lint clean venv
+JAR := src/privstage/jvm/privstage-spark.jar
+JAVA_SRC := $(shell find jvm/src -name '*.java')
+
+.PHONY: demo test test-fast bench lint clean venv jvm
 
 venv: $(STAMP)
+
+jvm: $(JAR)
+
+# privstage's JVM functions, compiled against the Spark jars that pyspark ships.
+$(JAR): $(STAMP) $(JAVA_SRC)
+	@command -v javac >/dev/null || { echo "privstage needs a JDK 17 (javac) on PATH" >&2; exit 1; }
+	rm -rf build/jvm && mkdir -p build/jvm
+	javac --release 17 -nowarn -cp "$$($(BIN)/python -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')/*" -d build/jvm $(JAVA_SRC)
+	jar cf $(JAR) -C build/jvm .
 
 $(STAMP): constraints.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "privstage needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -21,20 +33,20 @@ $(STAMP): constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(JAR)
 	$(BIN)/privstage demo
 
-test: $(STAMP)
+test: $(STAMP) $(JAR)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(JAR)
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) $(JAR)
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check src operators assets tests integration_tests bench pipelines
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .privstage demo-output
+	rm -rf $(VENV) build dist .pytest_cache .privstage demo-output $(JAR)

@@ -44,7 +44,9 @@ TRICKY = [
 ]
 
 
-def reference(key: bytes, value: object, *, case_fold: bool = False, bits: int = 256, encoding: str = "hex") -> str | None:
+def reference(
+    key: bytes, value: object, *, case_fold: bool = False, bits: int = 256, encoding: str = "hex"
+) -> str | None:
     """The documented definition, written independently of the Spark code."""
     if value is None:
         return None
@@ -70,36 +72,48 @@ def stage(columns: list[dict], **extra: object) -> PseudonymizeStage:
     )
 
 
-def run(spark, rows, schema, columns, **extra):
+@pytest.fixture(params=[True, False], ids=["jvm", "builtins"])
+def jvm(request, spark) -> bool:
+    """Both implementations: privstage's Java function and the Spark built-in composition."""
+    from privstage.jvm import udf_available
+
+    if request.param:
+        assert udf_available(spark), "make builds the jar and the test session loads it"
+    return request.param
+
+
+def run(spark, rows, schema, columns, jvm=None, **extra):
     df = spark.createDataFrame(rows, schema)
     spec = stage(columns, **extra)
     plan = ps.plan(spec, df.schema, PROVIDER)
-    return ps.apply(df, plan, spark=spark)
+    return ps.apply(df, plan, spark=spark, jvm=jvm)
 
 
 @pytest.mark.parametrize(
     ("case_fold", "bits", "encoding"),
     [(False, 256, "hex"), (True, 256, "hex"), (False, 128, "base64url"), (True, 192, "base64url"), (False, 136, "hex")],
 )
-def test_matches_reference_hmac(spark, case_fold, bits, encoding):
+def test_matches_reference_hmac(spark, jvm, case_fold, bits, encoding):
     rows = [(i, v) for i, v in enumerate(TRICKY)]
     out = run(
         spark,
         rows,
         "i int, v string",
         [{"column": "v", "key_id": "key_a", "case_fold": case_fold, "bits": bits, "encoding": encoding}],
+        jvm=jvm,
     )
     got = {r.i: r.v for r in out.collect()}
     for i, value in rows:
         assert got[i] == reference(KEY_A, value, case_fold=case_fold, bits=bits, encoding=encoding), repr(value)
 
 
-def test_normalisation_links_equivalent_spellings(spark):
+def test_normalisation_links_equivalent_spellings(spark, jvm):
     out = run(
         spark,
         [(1, "Cafe\u0301 "), (2, " Café"), (3, "CAFÉ"), (4, "Straße"), (5, "STRASSE")],
         "i int, v string",
         [{"column": "v", "key_id": "key_a", "case_fold": True}],
+        jvm=jvm,
     )
     got = {r.i: r.v for r in out.collect()}
     assert got[1] == got[2] == got[3]
@@ -107,35 +121,43 @@ def test_normalisation_links_equivalent_spellings(spark):
     assert got[1] != got[4]
 
 
-def test_nulls_stay_null_and_empty_is_a_value(spark):
-    out = run(spark, [(1, None), (2, "")], "i int, v string", [{"column": "v", "key_id": "key_a"}])
+def test_nulls_stay_null_and_empty_is_a_value(spark, jvm):
+    out = run(spark, [(1, None), (2, "")], "i int, v string", [{"column": "v", "key_id": "key_a"}], jvm=jvm)
     got = {r.i: r.v for r in out.collect()}
     assert got[1] is None
     assert got[2] == reference(KEY_A, "")
 
 
-def test_integer_columns_hash_their_decimal_text(spark):
-    out = run(spark, [(1, 42), (2, -7), (3, None)], "i int, v long", [{"column": "v", "key_id": "key_a"}])
+def test_integer_columns_hash_their_decimal_text(spark, jvm):
+    out = run(spark, [(1, 42), (2, -7), (3, None)], "i int, v long", [{"column": "v", "key_id": "key_a"}], jvm=jvm)
     got = {r.i: r.v for r in out.collect()}
     assert got == {1: reference(KEY_A, "42"), 2: reference(KEY_A, "-7"), 3: None}
     assert dict(out.dtypes)["v"] == "string"
 
 
-def test_different_keys_give_unrelated_pseudonyms(spark):
+def test_different_keys_give_unrelated_pseudonyms(spark, jvm):
     out = run(
         spark,
         [(1, "alice", "alice")],
         "i int, a string, b string",
         [{"column": "a", "key_id": "key_a"}, {"column": "b", "key_id": "key_b"}],
+        jvm=jvm,
     ).first()
     assert out.a == reference(KEY_A, "alice")
     assert out.b == reference(KEY_B, "alice")
     assert out.a != out.b
 
 
-def test_per_tenant_keys_unlink_tenants(spark):
+def test_per_tenant_keys_unlink_tenants(spark, jvm):
     rows = [(1, "T1", "alice"), (2, "T2", "alice"), (3, "T1", "alice"), (4, "T2", None)]
-    out = run(spark, rows, "i int, tenant string, v string", [{"column": "v", "key_id": "key_a"}], tenant_column="tenant")
+    out = run(
+        spark,
+        rows,
+        "i int, tenant string, v string",
+        [{"column": "v", "key_id": "key_a"}],
+        jvm=jvm,
+        tenant_column="tenant",
+    )
     got = {r.i: r.v for r in out.collect()}
 
     def tenant_key(tenant: str) -> bytes:
@@ -194,8 +216,10 @@ def test_unkeyed_hashing_cannot_be_configured():
         stage([{"column": "v", "key_id": "key_a", "key": "c2VjcmV0"}])
 
 
-def test_key_never_in_plan_and_hot_path_stays_in_the_jvm(spark):
-    out = run(spark, [(1, "alice")], "i int, v string", [{"column": "v", "key_id": "key_a", "case_fold": True}])
+def test_key_never_in_plan_and_hot_path_stays_in_the_jvm(spark, jvm):
+    out = run(
+        spark, [(1, "alice")], "i int, v string", [{"column": "v", "key_id": "key_a", "case_fold": True}], jvm=jvm
+    )
     plan_text = out._jdf.queryExecution().toString()  # all four plans, as explain(True) prints them
     ipad, opad = ps.hmac_blocks(KEY_A)
     for secret in (KEY_A, ipad, opad):
@@ -212,3 +236,21 @@ def test_hmac_blocks_match_rfc2104():
     message = b"privstage"
     manual = hashlib.sha256(outer + hashlib.sha256(inner + message).digest()).digest()
     assert manual == hmac.new(KEY_A, message, hashlib.sha256).digest()
+
+
+def test_both_implementations_agree_on_generated_visits(spark):
+    from privstage.sample_data import clinic_visits_spark
+
+    df = clinic_visits_spark(spark, 20_000)
+    spec = stage(
+        [
+            {"column": "patient_id", "key_id": "key_a"},
+            {"column": "name", "key_id": "key_b", "case_fold": True, "bits": 128, "encoding": "base64url"},
+            {"column": "email", "key_id": "key_a", "case_fold": True, "bits": 192},
+        ]
+    )
+    plan = ps.plan(spec, df.schema, PROVIDER)
+    jvm_out = ps.apply(df, plan, spark=spark, jvm=True)
+    builtin_out = ps.apply(df, plan, spark=spark, jvm=False)
+    assert jvm_out.exceptAll(builtin_out).count() == 0
+    assert builtin_out.exceptAll(jvm_out).count() == 0

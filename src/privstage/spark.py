@@ -44,7 +44,20 @@ def default_conf(*, local: bool) -> dict[str, str]:
     }
     if local:
         conf["spark.driver.bindAddress"] = os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")
+    from privstage.jvm import jar_path
+
+    jar = jar_path()
+    if jar is not None:
+        conf["spark.jars"] = str(jar)
     return conf
+
+
+def _merge(defaults: Mapping[str, str], settings: Mapping[str, str]) -> dict[str, str]:
+    """Spec settings win, except that privstage's jar is appended to a user's spark.jars."""
+    merged = {**defaults, **settings}
+    if "spark.jars" in defaults and "spark.jars" in settings:
+        merged["spark.jars"] = f"{settings['spark.jars']},{defaults['spark.jars']}"
+    return merged
 
 
 def _prepare_environment() -> None:
@@ -90,7 +103,7 @@ def get_session(spec: SparkSpec | None = None, *, conf: Mapping[str, str] | None
             if spec and spec.app_name:
                 builder = builder.appName(spec.app_name)
             if remote.startswith("local"):
-                for key, value in {**default_conf(local=True), **settings}.items():
+                for key, value in _merge(default_conf(local=True), settings).items():
                     builder = builder.config(key, value)
             with warnings.catch_warnings():
                 # A local Connect server takes these at start-up; the client then also tries to set
@@ -103,7 +116,7 @@ def get_session(spec: SparkSpec | None = None, *, conf: Mapping[str, str] | None
             return active
         master = (spec.master if spec else None) or os.environ.get("PRIVSTAGE_SPARK_MASTER") or "local[*]"
         builder = SparkSession.builder.master(master).appName(spec.app_name if spec else "privstage")
-        for key, value in {**default_conf(local=master.startswith("local")), **settings}.items():
+        for key, value in _merge(default_conf(local=master.startswith("local")), settings).items():
             builder = builder.config(key, value)
         return builder.getOrCreate()
     except SpecError:

@@ -11,12 +11,13 @@ Definition (any HMAC library reproduces it)::
 text. Nulls stay null (a null is not a value to hide, and mapping it to a pseudonym would make all
 missing values link together). Unkeyed hashing cannot be configured.
 
-How it runs: HMAC is composed from Spark built-ins (``sha2`` over the ipad / opad concatenations,
-binary in between), so rows never leave the JVM. The padded key blocks reach the executors as the
-columns of a one-row (or one-row-per-tenant) relation joined by broadcast, never as literals:
+How it runs: rows never leave the JVM. With privstage's jar on the classpath (``make`` builds it;
+sessions privstage creates load it) a Java function computes the pseudonym with one cached ``Mac``
+per key. Without it, the same HMAC is composed from Spark built-ins (``sha2`` over the ipad / opad
+concatenations; ICU4J through ``reflect`` for non-ASCII normalisation): same output, slower, as
+``reflect`` disables whole-stage code generation. Either way the key reaches the executors as a
+column of a one-row (or one-row-per-tenant) relation joined by broadcast, never as a literal:
 ``explain()``, the SQL UI and the event log show the relation's column names, not its values.
-Unicode normalisation of non-ASCII values calls ICU4J (shipped with Spark) through ``reflect``;
-ASCII values take a fast path that needs neither.
 """
 
 from __future__ import annotations
@@ -90,8 +91,7 @@ def _check_type(stage: PseudonymizeStage, col: PseudonymColumn, schema: StructTy
     dtype = schema[col.column].dataType
     if not isinstance(dtype, StringType | ByteType | ShortType | IntegerType | LongType):
         raise SpecError(
-            f"column '{col.column}' has type {dtype.simpleString()}; pseudonymize takes string or "
-            "integer columns",
+            f"column '{col.column}' has type {dtype.simpleString()}; pseudonymize takes string or integer columns",
             stage=stage.name,
         )
 
@@ -151,29 +151,41 @@ def _pseudonym(value: Column, inner: Column, outer: Column, col: PseudonymColumn
 
     message = F.encode(_normalised(value, col.case_fold), "UTF-8")
     inner_hash = F.unhex(F.sha2(F.concat(inner, message), 256))
-    mac = F.unhex(F.sha2(F.concat(outer, inner_hash), 256))
+    mac_hex = F.sha2(F.concat(outer, inner_hash), 256)  # lower-case hex already
+    if col.encoding == "hex":
+        return mac_hex if col.bits == 256 else F.substring(mac_hex, 1, col.bits // 4)
+    mac = F.unhex(mac_hex)
     if col.bits < 256:
         mac = F.substring(mac, 1, col.bits // 8)
-    if col.encoding == "hex":
-        return F.lower(F.hex(mac))
     return F.rtrim(F.translate(F.base64(mac), "+/", "-_"), F.lit("="))
 
 
-def _key_relation(spark: SparkSession, p: PseudonymizePlan, tenants: list[str] | None) -> DataFrame:
-    """The broadcast relation carrying the padded key blocks (one row, or one per tenant)."""
+def _pseudonym_jvm(value: Column, key: Column, col: PseudonymColumn) -> Column:
+    from pyspark.sql import functions as F
+
+    from privstage.jvm import PSEUDONYM_UDF
+
+    options = f"{int(col.case_fold)},{col.bits},{'hex' if col.encoding == 'hex' else 'b64'}"
+    return F.call_udf(PSEUDONYM_UDF, value.cast("string"), key, F.lit(options))
+
+
+def _key_relation(spark: SparkSession, p: PseudonymizePlan, tenants: list[str] | None, jvm: bool) -> DataFrame:
+    """The broadcast relation carrying the keys (the JVM path) or the padded HMAC key blocks (the
+    built-in path): one row, or one per tenant."""
     from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
     key_ids = sorted(p.keys)
     fields = [StructField(_TENANT_COL, StringType(), True)]
     for i, _ in enumerate(key_ids):
-        fields += [StructField(f"{_KEY_PREFIX}{i}_i", BinaryType()), StructField(f"{_KEY_PREFIX}{i}_o", BinaryType())]
+        names = [f"{_KEY_PREFIX}{i}"] if jvm else [f"{_KEY_PREFIX}{i}_i", f"{_KEY_PREFIX}{i}_o"]
+        fields += [StructField(name, BinaryType()) for name in names]
     rows: list[tuple[Any, ...]] = []
     for tenant in tenants if tenants is not None else [None]:
         row: list[Any] = [tenant]
         for key_id in key_ids:
             key = p.keys[key_id]
             material = key.material() if tenant is None else tenant_key(key, tenant)
-            row.extend(hmac_blocks(material))
+            row.extend([material] if jvm else hmac_blocks(material))
         rows.append(tuple(row))
     return spark.createDataFrame(rows, StructType(fields))
 
@@ -190,13 +202,22 @@ def distinct_tenants(df: DataFrame, stage: PseudonymizeStage) -> list[str]:
     return tenants
 
 
-def apply(df: DataFrame, p: PseudonymizePlan, *, spark: SparkSession) -> DataFrame:
-    """The pseudonymized DataFrame (lazy). Column order is kept; renamed columns replace the original."""
+def apply(df: DataFrame, p: PseudonymizePlan, *, spark: SparkSession, jvm: bool | None = None) -> DataFrame:
+    """The pseudonymized DataFrame (lazy). Column order is kept; renamed columns replace the original.
+
+    Args:
+        jvm: use privstage's JVM function (True), Spark built-ins (False) or whichever the session
+            offers (None, the default).
+    """
     from pyspark.sql import functions as F
 
+    from privstage.jvm import udf_available
+
     stage = p.stage
+    if jvm is None:
+        jvm = udf_available(spark)
     tenants = distinct_tenants(df, stage) if stage.tenant_column else None
-    keys_df = F.broadcast(_key_relation(spark, p, tenants))
+    keys_df = F.broadcast(_key_relation(spark, p, tenants, jvm))
     if tenants is None:
         joined = df.crossJoin(keys_df)
     else:
@@ -210,7 +231,10 @@ def apply(df: DataFrame, p: PseudonymizePlan, *, spark: SparkSession) -> DataFra
             out.append(joined[name])
             continue
         i = index[col.key_id]
-        pseudonym = _pseudonym(joined[name], joined[f"{_KEY_PREFIX}{i}_i"], joined[f"{_KEY_PREFIX}{i}_o"], col)
+        if jvm:
+            pseudonym = _pseudonym_jvm(joined[name], joined[f"{_KEY_PREFIX}{i}"], col)
+        else:
+            pseudonym = _pseudonym(joined[name], joined[f"{_KEY_PREFIX}{i}_i"], joined[f"{_KEY_PREFIX}{i}_o"], col)
         out.append(pseudonym.alias(p.output_name(col)))
     return joined.select(*out)
 
