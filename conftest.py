@@ -91,10 +91,7 @@ class Workspace:
         return self.keyring.get(key_id).material()
 
     def spec_text(self, stages_yaml: str, *, name: str = "tiny") -> str:
-        return (
-            f"name: {name}\nkeys: {{provider: local, path: {self.keyring_path}}}\n"
-            f"stages:\n{stages_yaml}"
-        )
+        return f"name: {name}\nkeys: {{provider: local, path: {self.keyring_path}}}\nstages:\n{stages_yaml}"
 
     def write_spec(self, stages_yaml: str, *, name: str = "tiny", file: str = "pipeline.yaml") -> Path:
         path = self.root / file
@@ -119,7 +116,8 @@ PSEUDO_STAGE = """\
     columns:
       - {column: patient_id, key_id: pseudonym-key}
       - {column: ssn, key_id: pseudonym-key}
-      - {column: name, key_id: pseudonym-key, case_fold: true, bits: 128, encoding: base64url, output_column: name_pseudonym}
+      - {column: name, key_id: pseudonym-key, case_fold: true, bits: 128, encoding: base64url,
+         output_column: name_pseudonym}
 """
 
 

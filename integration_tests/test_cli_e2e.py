@@ -66,7 +66,13 @@ def test_spark_connect_and_in_process_runs_give_identical_pseudonyms(demo, spark
     (connect_dir / "data").mkdir(parents=True)
     (connect_dir / "data" / "visits").symlink_to(demo / "data" / "visits")
     done = cli(
-        "run", str(SPEC), "--base-dir", str(connect_dir), "--report", str(connect_dir / "report.json"), "--no-progress",
+        "run",
+        str(SPEC),
+        "--base-dir",
+        str(connect_dir),
+        "--report",
+        str(connect_dir / "report.json"),
+        "--no-progress",
         env={"SPARK_REMOTE": "local[2]", "PRIVSTAGE_KEYRING": keyring},
     )
     assert done.returncode == 0, done.stderr[-3000:]

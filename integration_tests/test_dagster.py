@@ -263,9 +263,7 @@ PARTITION = "2026-11-01"
 
 def reexecutable_job() -> dg.JobDefinition:
     """Module level so that Dagster can reconstruct it; runs in process on the session's Spark."""
-    assets = build_privstage_assets(
-        os.environ[_SPEC_ENV], partitions_def=dg.StaticPartitionsDefinition([PARTITION])
-    )
+    assets = build_privstage_assets(os.environ[_SPEC_ENV], partitions_def=dg.StaticPartitionsDefinition([PARTITION]))
     # A named job: Dagster refuses to reconstruct its implicit __ASSET_JOB (a reserved name).
     job = dg.define_asset_job("privstage_pipeline", selection=dg.AssetSelection.all())
     defs = dg.Definitions(assets=assets, jobs=[job], resources=RESOURCES, executor=dg.in_process_executor)

@@ -7,8 +7,8 @@ import json
 import stat
 
 import pytest
-from conftest import PSEUDO_STAGE
 
+from conftest import PSEUDO_STAGE
 from privstage.cli import main
 from privstage.errors import EXIT_CODES
 from privstage.keys import LocalKeyring

@@ -299,4 +299,3 @@ def test_a_spec_error_at_run_time_fails_the_run_once_despite_a_retry_policy(two_
     data = failure.step_failure_data
     assert data.error is not None and data.error.cls_name == "Failure"
     assert data.user_failure_data is not None and data.user_failure_data.metadata["error"].value == "SpecError"
-

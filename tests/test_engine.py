@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import CANARY_SSN, PSEUDO_STAGE
 
+from conftest import CANARY_SSN, PSEUDO_STAGE
 from privstage.engine import RunContext, run_pipeline, validate_pipeline
 from privstage.errors import GuardFailed, KeyUnavailable, SpecError
 from privstage.io import STAGING_DIR
@@ -60,7 +60,7 @@ def test_existing_output_without_overwrite_is_refused_before_reading(workspace, 
     spec = workspace.load(PSEUDO_STAGE)
     run_pipeline(spec, spark=spark, progress=False)
     before = files_under(workspace.root / "out")
-    with pytest.raises(SpecError, match="exists; set output.mode: overwrite"):
+    with pytest.raises(SpecError, match=r"exists; set output\.mode: overwrite"):
         run_pipeline(spec, spark=spark, progress=False)
     assert files_under(workspace.root / "out") == before
 
@@ -70,8 +70,13 @@ def test_existing_output_without_overwrite_is_refused_before_reading(workspace, 
     [
         (lambda s: s.replace("column: ssn,", "column: ssm,"), SpecError, "column 'ssm' is not in the input"),
         (lambda s: s.replace("column: ssn,", "column: cost,"), SpecError, "column 'cost' has type double"),
-        (lambda s: s.replace("key_id: pseudonym-key}\n      - {column: ssn", "key_id: missing-key}\n      - {column: ssn"),
-         KeyUnavailable, "missing-key"),
+        (
+            lambda s: s.replace(
+                "key_id: pseudonym-key}\n      - {column: ssn", "key_id: missing-key}\n      - {column: ssn"
+            ),
+            KeyUnavailable,
+            "missing-key",
+        ),
         (lambda s: s.replace("kind: pseudonymize", "kind: pseudonymise"), SpecError, "unknown stage kind"),
         (lambda s: s.replace("path: data/visits", "path: data/nowhere"), SpecError, "does not exist"),
         (lambda s: s.replace("    columns:", "    colums:"), SpecError, r"stages\[0\]\.colums \(line \d+\)"),
@@ -108,7 +113,9 @@ def test_failed_run_reports_and_keeps_manifest(workspace, spark):
 
 
 def test_validate_reads_no_data_and_plans_chained_stages(workspace, spark):
-    chained = PSEUDO_STAGE + """\
+    chained = (
+        PSEUDO_STAGE
+        + """\
   - name: second
     kind: pseudonymize
     input: {stage: pseudo}
@@ -116,6 +123,7 @@ def test_validate_reads_no_data_and_plans_chained_stages(workspace, spark):
     columns:
       - {column: clinic_id, key_id: tenant-key}
 """
+    )
     spec = workspace.load(chained)
     plan = validate_pipeline(spec, spark=spark)
     assert [s.spec.name for s in plan.stages] == ["pseudo", "second"]
@@ -148,10 +156,15 @@ def test_overwrite_keeps_previous_output_when_a_guard_blocks(workspace, spark):
     run_pipeline(spec, spark=spark, progress=False)
     out = workspace.root / "out" / "visits"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    blocked = workspace.load(PSEUDO_STAGE.replace("output: {path: out/visits}", "output: {path: out/visits, mode: overwrite}").replace(
-        "    columns:",
-        "    expect_after:\n      - {type: expect_table_row_count_to_be_between, kwargs: {max_value: 2}}\n    columns:",
-    ), file="blocked.yaml")
+    blocked = workspace.load(
+        PSEUDO_STAGE.replace("output: {path: out/visits}", "output: {path: out/visits, mode: overwrite}").replace(
+            "    columns:",
+            "    expect_after:\n"
+            "      - {type: expect_table_row_count_to_be_between, kwargs: {max_value: 2}}\n"
+            "    columns:",
+        ),
+        file="blocked.yaml",
+    )
     with pytest.raises(GuardFailed, match="after-guards blocked the stage"):
         run_pipeline(blocked, spark=spark, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

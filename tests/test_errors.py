@@ -46,7 +46,11 @@ CONTRACT = [
 def test_the_contract_table_covers_every_error_class() -> None:
     assert {cls for cls, _, _ in CONTRACT} == set(ERROR_CLASSES)
     assert set(EXIT_CODES) == {cls.__name__ for cls in ERROR_CLASSES}
-    assert set(errors.__all__) == {cls.__name__ for cls in ERROR_CLASSES} | {"EXIT_CODES", "exit_code_for", "wrap_library_error"}
+    assert set(errors.__all__) == {cls.__name__ for cls in ERROR_CLASSES} | {
+        "EXIT_CODES",
+        "exit_code_for",
+        "wrap_library_error",
+    }
 
 
 @pytest.mark.parametrize(("cls", "code", "retryable"), CONTRACT, ids=[c.__name__ for c, _, _ in CONTRACT])

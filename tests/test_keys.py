@@ -215,9 +215,7 @@ def test_env_plain_variable_stays_version_1_after_rotation() -> None:
     assert provider.versions("k1") == [1, 2]
     assert provider.get("k1").material() == MATERIAL_B
     assert provider.get("k1", 1).material() == MATERIAL_A
-    explicit = EnvKeyProvider(
-        environ={"PRIVSTAGE_KEY_K1": b64(MATERIAL_B), "PRIVSTAGE_KEY_K1_V1": b64(MATERIAL_A)}
-    )
+    explicit = EnvKeyProvider(environ={"PRIVSTAGE_KEY_K1": b64(MATERIAL_B), "PRIVSTAGE_KEY_K1_V1": b64(MATERIAL_A)})
     assert explicit.versions("k1") == [1]
     assert explicit.get("k1").material() == MATERIAL_A
 

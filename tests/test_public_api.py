@@ -10,10 +10,30 @@ import pytest
 import privstage
 
 EXPECTED = {
-    "BudgetExceeded", "EnvKeyProvider", "FileKeyProvider", "GuardFailed", "HEParameterError", "IntegrityError",
-    "KeyProvider", "KeyUnavailable", "LocalKeyring", "OverflowRisk", "PipelineManifest", "PipelineSpec",
-    "PrivstageError", "RunContext", "SpecError", "StageExecutionError", "StageManifest", "__version__",
-    "get_session", "load_spec", "parse_spec", "provider_from_spec", "run_pipeline", "validate_pipeline",
+    "BudgetExceeded",
+    "EnvKeyProvider",
+    "FileKeyProvider",
+    "GuardFailed",
+    "HEParameterError",
+    "IntegrityError",
+    "KeyProvider",
+    "KeyUnavailable",
+    "LocalKeyring",
+    "OverflowRisk",
+    "PipelineManifest",
+    "PipelineSpec",
+    "PrivstageError",
+    "RunContext",
+    "SpecError",
+    "StageExecutionError",
+    "StageManifest",
+    "__version__",
+    "get_session",
+    "load_spec",
+    "parse_spec",
+    "provider_from_spec",
+    "run_pipeline",
+    "validate_pipeline",
 }
 
 

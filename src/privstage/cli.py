@@ -40,8 +40,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     plan = validate_pipeline(spec, stages=args.stage or None, overwrite=args.overwrite)
-    print(f"{args.spec}: valid ({len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}: "
-          f"{', '.join(s.spec.name for s in plan.stages)})")
+    print(
+        f"{args.spec}: valid ({len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}: "
+        f"{', '.join(s.spec.name for s in plan.stages)})"
+    )
     return 0
 
 

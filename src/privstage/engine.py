@@ -293,9 +293,7 @@ def _run_guards(guards: list[Guard], ctx: GuardContext) -> GuardReport:
 
 
 def _blocked_message(report: GuardReport) -> str:
-    failed = [
-        f"{o.guard}:{o.check}" + (f"({o.column})" if o.column else "") for o in report.failures if o.blocking
-    ]
+    failed = [f"{o.guard}:{o.check}" + (f"({o.column})" if o.column else "") for o in report.failures if o.blocking]
     return f"{report.phase}-guards blocked the stage: {', '.join(failed)}"
 
 
@@ -331,7 +329,9 @@ def _run_stage(
         progress.step("reused", True, 0.0, f"committed earlier by run key {plan.committed.get('run_key')}")
         return
     sensitive = stage.input_sensitive_columns()
-    sensitive_out = sensitive | {f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()}
+    sensitive_out = sensitive | {
+        f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()
+    }
     df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
     in_stats = DataStats(df_in)
     timings = manifest.timings
@@ -368,9 +368,9 @@ def _run_stage(
         after = _timed(
             progress,
             "post-guards",
-            lambda: _run_guards(plan.after, GuardContext(
-                    stage.name, "after", staged, df_in, sensitive_out, stats=out_stats, input_stats=in_stats
-                ),
+            lambda: _run_guards(
+                plan.after,
+                GuardContext(stage.name, "after", staged, df_in, sensitive_out, stats=out_stats, input_stats=in_stats),
             ),
             lambda r: f"{len(r.outcomes)} checks",
         )
@@ -440,9 +440,7 @@ def run_pipeline(
     started = time.perf_counter()
     try:
         spark, keys = _resolve_runtime(spec, spark, keys)
-        plan = plan_pipeline(
-            spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite, run_key=context.run_key
-        )
+        plan = plan_pipeline(spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite, run_key=context.run_key)
         for index, stage_plan in enumerate(plan.stages, start=1):
             display.stage(index, len(plan.stages), stage_plan.spec)
             stage_manifest = StageManifest(

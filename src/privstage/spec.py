@@ -376,8 +376,11 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
             clean.append(item)
             continue
         # Tags of discriminated unions ('pseudonymize', 'local', ...) follow an index or a field.
-        if i > 0 and item in (*STAGE_KINDS, "local", "files", "env") and clean and (
-            isinstance(loc[i - 1], int) or loc[i - 1] == "keys"
+        if (
+            i > 0
+            and item in (*STAGE_KINDS, "local", "files", "env")
+            and clean
+            and (isinstance(loc[i - 1], int) or loc[i - 1] == "keys")
         ):
             continue
         parts.append(("." if parts else "") + str(item))

@@ -60,7 +60,10 @@ class RowCountPreservedGuard:
         rows_out = ctx.data_stats().rows
         return [
             GuardOutcome(
-                self.name, "row_count_preserved", rows_in == rows_out, details={"rows_in": rows_in, "rows_out": rows_out}
+                self.name,
+                "row_count_preserved",
+                rows_in == rows_out,
+                details={"rows_in": rows_in, "rows_out": rows_out},
             )
         ]
 
@@ -108,9 +111,7 @@ class NoRawValuesGuard:
         outcomes: list[GuardOutcome] = []
         present = [c for c in self.raw_columns_must_be_absent if c in ctx.data.columns]
         for c in self.raw_columns_must_be_absent:
-            outcomes.append(
-                GuardOutcome(self.name, "raw_column_absent", c not in present, column=c, details={})
-            )
+            outcomes.append(GuardOutcome(self.name, "raw_column_absent", c not in present, column=c, details={}))
 
         def tagged(df, side: int):  # type: ignore[no-untyped-def]
             parts = [

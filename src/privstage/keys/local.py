@@ -36,7 +36,9 @@ class LocalKeyring:
 
     # ---------------------------------------------------------------- creation
     @classmethod
-    def init(cls, path: str | Path, key_ids: tuple[str, ...] = ("pseudonym-key",), *, warn: bool = True) -> LocalKeyring:
+    def init(
+        cls, path: str | Path, key_ids: tuple[str, ...] = ("pseudonym-key",), *, warn: bool = True
+    ) -> LocalKeyring:
         """Create a new keyring with one random 256-bit key per id.
 
         Raises:
