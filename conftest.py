@@ -5,6 +5,7 @@ Environment variables are set at import time, before any test module imports air
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -24,6 +25,9 @@ os.environ["DAGSTER_HOME"] = str(_TEST_ROOT / "dagster")
 (_TEST_ROOT / "dagster").mkdir(parents=True)
 # Tests must never pick up a developer's Spark Connect endpoint by accident.
 os.environ.pop("SPARK_REMOTE", None)
+
+# py4j logs "Closing down clientserver connection" from __del__ after pytest closed its streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 SPARK_EVENT_LOG_DIR = _TEST_ROOT / "spark-events"
 SPARK_EVENT_LOG_DIR.mkdir()

@@ -114,7 +114,7 @@ class _Progress:
         if enabled:
             from rich.console import Console
 
-            self.console = Console(stderr=True, highlight=False)
+            self.console = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def stage(self, index: int, total: int, spec: StageSpec) -> None:
         log.info("stage %d/%d %s (%s) starting", index, total, spec.name, spec.kind)
