@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conftest import CANARY_SSN
+from testsupport import CANARY_SSN
 
 if TYPE_CHECKING:  # pragma: no cover
     from airflow.models.dagrun import DagRun

@@ -14,9 +14,9 @@ from contextlib import redirect_stdout
 
 from canary import files_text, leaks, secret_forms, text_forms
 
-from conftest import CANARY_SSN, PSEUDO_STAGE
 from privstage.engine import run_pipeline
 from privstage.stages import pseudonymize as ps
+from testsupport import CANARY_SSN, PSEUDO_STAGE
 
 GUARDED = PSEUDO_STAGE.replace(
     "    columns:",

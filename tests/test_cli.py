@@ -8,10 +8,10 @@ import stat
 
 import pytest
 
-from conftest import PSEUDO_STAGE
 from privstage.cli import main
 from privstage.errors import EXIT_CODES
 from privstage.keys import LocalKeyring
+from testsupport import PSEUDO_STAGE
 
 
 def test_keys_init_list_rotate(tmp_path, capsys):

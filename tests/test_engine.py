@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CANARY_SSN, PSEUDO_STAGE
 from privstage.engine import RunContext, run_pipeline, validate_pipeline
 from privstage.errors import GuardFailed, KeyUnavailable, SpecError
 from privstage.io import STAGING_DIR
 from privstage.spec import load_spec
+from testsupport import CANARY_SSN, PSEUDO_STAGE
 
 
 def files_under(path: Path) -> set[str]:

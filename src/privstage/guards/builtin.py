@@ -6,6 +6,7 @@ Each computes aggregates in Spark (one job per guard) and reports counts only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from privstage.guards.base import GuardContext, GuardOutcome
 
@@ -96,7 +97,17 @@ class NoRawValuesGuard:
 
     Checked by a semi-join of the output values against the distinct input values (all pairs in
     one join), so it catches any pass-through, not just values of a known shape.
+
+    Equal strings have equal lengths, so only input values whose length occurs in the output column
+    can match. Pseudonyms have one length: the input side shrinks to (almost) nothing and is
+    broadcast, instead of shuffling every distinct input value. A pass-through bug brings raw lengths
+    into the output, so the narrowing never hides a leak.
     """
+
+    #: Above this many distinct output lengths a column is joined unnarrowed.
+    MAX_LENGTHS: ClassVar[int] = 1024
+    #: Narrowed input sides up to this many rows are broadcast.
+    BROADCAST_ROWS: ClassVar[int] = 2_000_000
 
     pairs: tuple[tuple[str, str], ...]
     raw_columns_must_be_absent: tuple[str, ...] = ()
@@ -120,7 +131,22 @@ class NoRawValuesGuard:
             ]
             return reduce(lambda a, b: a.unionByName(b), parts).where(F.col("__v").isNotNull())
 
-        raw = tagged(ctx.input_data, 0).distinct()
+        lengths_row = ctx.data.select(
+            *[
+                F.slice(F.collect_set(F.length(F.col(out).cast("string"))), 1, self.MAX_LENGTHS + 1).alias(f"l{i}")
+                for i, (_, out) in enumerate(self.pairs)
+            ]
+        ).first()
+        narrowing = None
+        for i, _ in enumerate(self.pairs):
+            lengths = list(lengths_row[f"l{i}"] or []) if lengths_row else []
+            too_many = len(lengths) > self.MAX_LENGTHS
+            condition = F.lit(True) if too_many else F.length(F.col("__v")).isin([int(n) for n in lengths])
+            clause = (F.col("__c") == F.lit(i)) & condition
+            narrowing = clause if narrowing is None else narrowing | clause
+        raw = tagged(ctx.input_data, 0).where(narrowing).distinct()
+        if raw.count() <= self.BROADCAST_ROWS:
+            raw = F.broadcast(raw)
         leaked = tagged(ctx.data, 1).join(raw, ["__c", "__v"], "left_semi").groupBy("__c").count().collect()
         counts = {int(r["__c"]): int(r["count"]) for r in leaked}
         for i, (_, out_col) in enumerate(self.pairs):
