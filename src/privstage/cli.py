@@ -161,6 +161,53 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace) -> Any:
+    from privstage.budget import BudgetLedger, resolve_ledger_url
+
+    return BudgetLedger(resolve_ledger_url(args.state_dir, args.ledger))
+
+
+def _cmd_budget_show(args: argparse.Namespace) -> int:
+    with _ledger(args) as ledger:
+        budgets = ledger.budgets(dataset=args.dataset, period=args.period)
+        spends = ledger.spends(dataset=args.dataset, period=args.period)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "ledger": ledger.url,
+                        "budgets": [b.to_dict() for b in budgets],
+                        "spends": [s.to_dict() for s in spends],
+                    },
+                    indent=2,
+                )
+            )
+            return 0
+        print(f"ledger {ledger.url}")
+        if not budgets and not spends:
+            print("no budgets declared and no spends")
+        for b in budgets:
+            print(
+                f"{b.dataset} / {b.period}: total (ε={b.total.epsilon}, δ={b.total.delta}), "
+                f"committed (ε={b.committed.epsilon}, δ={b.committed.delta}), "
+                f"reserved (ε={b.reserved.epsilon}, δ={b.reserved.delta}), "
+                f"remaining (ε={b.remaining.epsilon}, δ={b.remaining.delta})"
+            )
+            for s in spends:
+                if (s.key.dataset, s.key.period) == (b.dataset, b.period):
+                    print(f"    {s.state:<9} ε={s.budget.epsilon} δ={s.budget.delta}  {s.key}")
+    return 0
+
+
+def _cmd_budget_abandon(args: argparse.Namespace) -> int:
+    from privstage.budget import LedgerKey
+
+    with _ledger(args) as ledger:
+        freed = ledger.abandon(LedgerKey.parse(args.ledger_key))
+    print(f"{args.ledger_key}: {'reservation released' if freed else 'no live reservation (committed spends stay)'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="privstage", description="Guarded privacy stages for Spark pipelines.")
     parser.add_argument("--version", action="version", version=f"privstage {__version__}")
@@ -204,6 +251,28 @@ def build_parser() -> argparse.ArgumentParser:
         k.add_argument("key_id")
         k.add_argument("--path")
         k.set_defaults(func=func)
+    budget = sub.add_parser("budget", help="the privacy-budget ledger").add_subparsers(
+        dest="budget_command", required=True
+    )
+    for name, func, help_text in (
+        ("show", _cmd_budget_show, "declared budgets and spends per dataset and period"),
+        ("abandon", _cmd_budget_abandon, "free the reservation of a run that will not be retried"),
+    ):
+        b = budget.add_parser(name, help=help_text)
+        b.add_argument(
+            "--ledger",
+            help="ledger URL (default $PRIVSTAGE_LEDGER_URL, the file named by $PRIVSTAGE_LEDGER_URL_FILE, "
+            "or <state-dir>/ledger.db)",
+        )
+        b.add_argument("--state-dir", default=".privstage", help="where the embedded SQLite ledger lives")
+        if name == "show":
+            b.add_argument("--dataset")
+            b.add_argument("--period")
+            b.add_argument("--json", action="store_true")
+        else:
+            b.add_argument("ledger_key", help="the ledger key as 'budget show' prints it")
+        b.set_defaults(func=func)
+
     k = keys.add_parser("list", help="key ids, versions and fingerprints (never key material)")
     k.add_argument("--path")
     k.set_defaults(func=_cmd_keys_list)

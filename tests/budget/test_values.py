@@ -300,6 +300,7 @@ def test_public_names_are_curated() -> None:
             "Spend",
             "SpendState",
             "default_ledger_url",
+            "resolve_ledger_url",
             "to_fraction",
         ]
     )

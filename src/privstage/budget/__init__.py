@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Spend,
         SpendState,
         default_ledger_url,
+        resolve_ledger_url,
     )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Spend",
     "SpendState",
     "default_ledger_url",
+    "resolve_ledger_url",
     "to_fraction",
 ]
 
@@ -61,6 +63,7 @@ _LEDGER_NAMES = frozenset(
         "Spend",
         "SpendState",
         "default_ledger_url",
+        "resolve_ledger_url",
     }
 )
 

@@ -50,7 +50,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -273,6 +273,24 @@ def _remaining(total: PrivacyBudget, *used: PrivacyBudget) -> PrivacyBudget:
     return PrivacyBudget(Epsilon._from_fraction(max(eps, Fraction(0))), Delta._from_fraction(max(delta, Fraction(0))))
 
 
+def _enable_wal(cursor: Any, timeout: float) -> None:
+    """Switch a SQLite file to WAL. Switching needs a moment of exclusive access and SQLite does not
+    wait for it (no busy handler): when connections race on a new file, retry until ``timeout``."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # library back-off while another connection holds the file
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -286,6 +304,37 @@ def _now() -> datetime:
 def default_ledger_url(state_dir: str | os.PathLike[str]) -> str:
     """The embedded default: a SQLite file ``ledger.db`` in the state directory (absolute path)."""
     return f"sqlite:///{(Path(state_dir).resolve() / 'ledger.db').as_posix()}"
+
+
+def resolve_ledger_url(
+    state_dir: str | os.PathLike[str], url: str | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """Where the ledger lives, first match wins.
+
+    1. ``url`` (an explicit setting);
+    2. ``PRIVSTAGE_LEDGER_URL``;
+    3. the file named by ``PRIVSTAGE_LEDGER_URL_FILE`` (how the Helm chart mounts the URL from a
+       Secret: the URL, and so its password, never sits in the environment);
+    4. the embedded default, ``<state_dir>/ledger.db`` (SQLite).
+
+    Raises:
+        SpecError: the URL file cannot be read (the message names the file, never its content).
+    """
+    env = os.environ if environ is None else environ
+    if url:
+        return url
+    if env.get("PRIVSTAGE_LEDGER_URL"):
+        return env["PRIVSTAGE_LEDGER_URL"]
+    url_file = env.get("PRIVSTAGE_LEDGER_URL_FILE")
+    if url_file:
+        try:
+            text = Path(url_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read the ledger URL file {url_file} ({type(exc).__name__})") from None
+        if not text:
+            raise SpecError(f"the ledger URL file {url_file} is empty")
+        return text
+    return default_ledger_url(state_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +448,7 @@ class BudgetLedger:
             cursor = dbapi_connection.cursor()
             try:
                 if database and database != ":memory:":
-                    cursor.execute("PRAGMA journal_mode=WAL")
+                    _enable_wal(cursor, timeout)
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.execute("PRAGMA synchronous=FULL")
             finally:
