@@ -317,7 +317,22 @@ class NoiseDescription:
 # ---------------------------------------------------------------------------------------------
 # Two-sided geometric (diffprivlib)
 # ---------------------------------------------------------------------------------------------
-class GeometricNoise:
+class _IntegerNoise:
+    """Adds integer noise draws to exact integers (counts, fixed-point sums)."""
+
+    def noise(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def add(self, value: int, *, quantity: str = "value") -> int:
+        """``value`` plus one noise draw, in exact integer arithmetic."""
+        return _check_integer_value(value, quantity) + self.noise()
+
+    def add_many(self, values: Iterable[Any] | np.ndarray, *, quantity: str = "values") -> list[int]:
+        """Independent noise on each value (one group per element)."""
+        return [v + self.noise() for v in _integer_values(values, quantity)]
+
+
+class GeometricNoise(_IntegerNoise):
     """Two-sided geometric noise, P(k) = (1-q)/(1+q)·q^|k| with q = exp(-ε/Δ): ε-DP for integer sensitivity Δ.
 
     Args:
@@ -355,14 +370,6 @@ class GeometricNoise:
     def noise(self) -> int:
         """One integer noise draw."""
         return int(self._mechanism.randomise(0))
-
-    def add(self, value: int, *, quantity: str = "value") -> int:
-        """``value`` plus one noise draw, in exact integer arithmetic."""
-        return _check_integer_value(value, quantity) + self.noise()
-
-    def add_many(self, values: Iterable[Any] | np.ndarray, *, quantity: str = "values") -> list[int]:
-        """Independent noise on each value (one group per element)."""
-        return [v + self.noise() for v in _integer_values(values, quantity)]
 
     def describe(self, *, resolution: Fraction = Fraction(1)) -> NoiseDescription:
         """The report entry; ``resolution`` converts integer units to release units (1/scale for fixed point)."""
@@ -538,7 +545,7 @@ def _discrete_gaussian(sigma2: Fraction, rng: NoiseRng) -> int:
             return y
 
 
-class DiscreteGaussianNoise:
+class DiscreteGaussianNoise(_IntegerNoise):
     """Discrete Gaussian noise N_Z(0, sigma²), pmf ∝ exp(-k²/(2·sigma²)): (ε, δ)-DP for integer sensitivity Δ.
 
     sigma is the smallest (on a 2^-20 grid) for which CKS Theorem 7 gives δ at most the declared δ.
@@ -582,14 +589,6 @@ class DiscreteGaussianNoise:
     def noise(self) -> int:
         """One integer noise draw."""
         return _discrete_gaussian(self._sigma2, self.rng)
-
-    def add(self, value: int, *, quantity: str = "value") -> int:
-        """``value`` plus one noise draw, in exact integer arithmetic."""
-        return _check_integer_value(value, quantity) + self.noise()
-
-    def add_many(self, values: Iterable[Any] | np.ndarray, *, quantity: str = "values") -> list[int]:
-        """Independent noise on each value (one group per element)."""
-        return [v + self.noise() for v in _integer_values(values, quantity)]
 
     def describe(self, *, resolution: Fraction = Fraction(1)) -> NoiseDescription:
         """The report entry; ``resolution`` converts integer units to release units (1/scale for fixed point)."""
