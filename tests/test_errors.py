@@ -73,7 +73,7 @@ def test_exit_codes_are_distinct_except_intended_sharing() -> None:
 def test_exit_codes_are_usable_process_exit_codes() -> None:
     # 0 is success, 2 is argparse's usage error, 126+ are reserved by shells and signals.
     for code in EXIT_CODES.values():
-        assert 1 <= code <= 125
+        assert code in range(1, 126), code
         assert code != 2
 
 
