@@ -195,3 +195,20 @@ def test_write_json_atomic(tmp_path: Path) -> None:
     write_json_atomic(str(target), {"status": "failed"})  # replaces, and accepts str paths
     assert json.loads(target.read_text(encoding="utf-8")) == {"status": "failed"}
     assert [p.name for p in target.parent.iterdir()] == ["run.json"]  # no temp files left
+
+
+@pytest.mark.parametrize(
+    ("path", "uri", "local"),
+    [
+        ("data/visits", False, True),
+        ("/abs/visits", False, True),
+        ("file:///abs/visits", True, True),
+        ("s3a://bucket/visits", True, False),
+        ("abfss://c@acct.dfs.core.windows.net/v", True, False),
+        ("C:relative", False, True),
+    ],
+)
+def test_uri_and_local_path_classification(path, uri, local):
+    from privstage.io import is_local, is_uri
+
+    assert (is_uri(path), is_local(path)) == (uri, local)

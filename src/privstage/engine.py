@@ -25,6 +25,7 @@ from privstage.io import (
     MANIFEST_NAME,
     commit,
     discard,
+    is_local,
     local_path,
     new_staging_path,
     read_dataset,
@@ -132,7 +133,7 @@ class _Progress:
 # Planning
 # ---------------------------------------------------------------------------------------------
 def _read_schema(spark: SparkSession, stage: StageSpec, path: str, fmt: str, options: dict[str, str]) -> StructType:
-    if not path.startswith(("s3a://", "s3://", "gs://", "abfs://", "hdfs://")) and not local_path(path).exists():
+    if is_local(path) and not local_path(path).exists():
         raise SpecError(f"input dataset {path} does not exist", stage=stage.name)
     try:
         return read_dataset(spark, path, fmt, options).schema

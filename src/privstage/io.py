@@ -33,6 +33,8 @@ __all__ = [
     "STAGING_DIR",
     "commit",
     "discard",
+    "is_local",
+    "is_uri",
     "local_path",
     "new_staging_path",
     "output_exists",
@@ -46,6 +48,19 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` paths (``file://`` included)."""
+    return bool(_URI.match(path))
+
+
+def is_local(path: str) -> bool:
+    """True for paths on the local filesystem: plain paths and ``file://`` URIs."""
+    return not is_uri(path) or path.startswith("file://")
+
+
 def local_path(path: str) -> Path:
     """The local filesystem path of a dataset path.
 
@@ -55,7 +70,7 @@ def local_path(path: str) -> Path:
     """
     if path.startswith("file://"):
         return Path(path[len("file://") :])
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+    if is_uri(path):
         scheme = path.split("://", 1)[0]
         raise SpecError(f"output '{path}': scheme '{scheme}' is not supported for atomic commits (local paths only)")
     return Path(path)

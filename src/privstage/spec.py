@@ -303,7 +303,9 @@ class PipelineSpec(StrictModel):
 
     def resolve_path(self, path: str) -> str:
         """Absolute form of a dataset path; URIs (scheme://) are returned unchanged."""
-        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+        from privstage.io import is_uri
+
+        if is_uri(path):
             return path
         p = Path(path).expanduser()
         if not p.is_absolute():
