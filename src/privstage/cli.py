@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from privstage.engine import validate_pipeline
 
     spec = _load(args)
-    plan = validate_pipeline(spec, stages=args.stage or None, overwrite=args.overwrite)
+    plan = validate_pipeline(
+        spec, stages=args.stage or None, overwrite=args.overwrite, partition=args.partition, ledger=args.ledger
+    )
     print(
         f"{args.spec}: valid ({len(plan.stages)} stage{'s' if len(plan.stages) != 1 else ''}: "
         f"{', '.join(s.spec.name for s in plan.stages)})"
@@ -51,7 +54,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from privstage.engine import validate_pipeline
 
     spec = _load(args)
-    plan = validate_pipeline(spec, stages=args.stage or None, overwrite=args.overwrite)
+    plan = validate_pipeline(
+        spec, stages=args.stage or None, overwrite=args.overwrite, partition=args.partition, ledger=args.ledger
+    )
     description = plan.describe()
     if args.json:
         print(json.dumps(description, indent=2))
@@ -64,16 +69,54 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"      output  {s['output']}{' (overwrite)' if s['overwrite'] else ''}")
         print(f"      keys    {keys}")
         print(f"      guards  {s['guards_before']} before, {s['guards_after']} after")
+        privacy = s.get("privacy")
+        if privacy:
+            _print_privacy(privacy)
     return 0
 
 
+def _print_privacy(privacy: dict[str, Any]) -> None:
+    """The budget allocation of a DP stage, as ``privstage plan`` shows it."""
+    budget, total = privacy["budget"], privacy["declared_total"]
+    state = "already committed: a run returns the committed release and spends nothing" if privacy[
+        "already_committed"
+    ] else "fits what remains"
+    print(f"      ledger  {privacy['ledger_key']} ({state})")
+    print(
+        f"      budget  ε={budget['epsilon']} δ={budget['delta']} of the declared ε={total['epsilon']} "
+        f"δ={total['delta']} for {privacy['dataset']} / {privacy['period']}"
+    )
+    print(
+        f"      bounds  {privacy['max_groups_per_unit']} group(s) per unit, {privacy['max_rows_per_group']} row(s) per "
+        f"group; groups: {privacy['groups']}"
+    )
+    selection = privacy.get("partition_selection")
+    if selection:
+        print(
+            f"      select  ε={selection['epsilon']} δ={selection['delta']}: release a group from "
+            f"{selection['threshold_distinct_units']} noisy units"
+        )
+    for q in privacy["queries"]:
+        parts = "; ".join(
+            f"{p['part']} {p['mechanism']} scale {p['scale']:.4g} ±{p['ci95_half_width']:.4g}" for p in q["parts"]
+        )
+        print(f"      query   {q['name']} ({q['type']}) ε={q['epsilon']} δ={q['delta']}: {parts}")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from privstage.engine import run_pipeline
+    from privstage.engine import RunContext, run_pipeline
 
     spec = _load(args)
     progress = False if args.no_progress else True
+    context = RunContext(run_key=f"cli/{spec.name}/{uuid.uuid4().hex[:12]}", partition=args.partition)
     manifest = run_pipeline(
-        spec, stages=args.stage or None, progress=progress, report_path=args.report, overwrite=args.overwrite
+        spec,
+        stages=args.stage or None,
+        context=context,
+        progress=progress,
+        report_path=args.report,
+        overwrite=args.overwrite,
+        ledger=args.ledger,
     )
     for s in manifest.stages:
         print(f"{s.name}: {s.rows_in} rows in, {s.rows_out} rows out -> {s.output}")
@@ -219,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--base-dir", help="resolve relative paths against this folder (default: the spec's folder)")
         p.add_argument("--stage", action="append", help="only this stage (repeatable)")
         p.add_argument("--overwrite", action="store_true", default=None, help="replace existing outputs atomically")
+        p.add_argument(
+            "--partition",
+            help="the run's data partition (a date such as 2026-03 or 2026-03-01): DP stages aggregate it and "
+            "charge the budget period it falls in",
+        )
+        p.add_argument(
+            "--ledger",
+            help="privacy-budget ledger URL (default $PRIVSTAGE_LEDGER_URL, the file named by "
+            "$PRIVSTAGE_LEDGER_URL_FILE, or <state_dir>/ledger.db)",
+        )
         return p
 
     spec_command("validate", "check a pipeline without reading data").set_defaults(func=_cmd_validate)

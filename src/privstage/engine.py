@@ -38,10 +38,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
     from pyspark.sql.types import StructType
 
+    from privstage.budget import BudgetLedger
     from privstage.keys.base import KeyProvider
     from privstage.spec import PipelineSpec, StageSpec
 
-__all__ = ["PipelinePlan", "RunContext", "StagePlan", "plan_pipeline", "run_pipeline", "validate_pipeline"]
+__all__ = [
+    "PipelinePlan",
+    "PlanEnv",
+    "RunContext",
+    "StagePlan",
+    "plan_pipeline",
+    "run_pipeline",
+    "validate_pipeline",
+]
 
 log = logging.getLogger("privstage")
 
@@ -54,6 +63,92 @@ class RunContext:
     orchestrator: str = "cli"
     partition: str | None = None
     attempt: int = 1
+
+
+class PlanEnv:
+    """What stages may ask the engine while planning: the pipeline, the run's partition, the budget ledger.
+
+    The ledger opens on first use (only DP stages need it); :meth:`check_budget` adds up what the planned
+    stages of this run will spend per (dataset, period) so that two stages cannot each fit alone but not
+    together.
+    """
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        *,
+        run_key: str | None,
+        partition: str | None,
+        ledger: BudgetLedger | str | None = None,
+    ) -> None:
+        self.pipeline = spec.name
+        self.run_key = run_key
+        self.partition = partition
+        self._spec = spec
+        self._ledger_arg = ledger
+        self._ledger: BudgetLedger | None = None
+        self._owned = False
+        self._planned: dict[tuple[str, str], list[Any]] = {}
+
+    def ledger(self) -> BudgetLedger:
+        """The budget ledger: the one given to the engine, else the URL's, else ``<state_dir>/ledger.db``."""
+        if self._ledger is None:
+            from privstage.budget import BudgetLedger, resolve_ledger_url
+
+            if isinstance(self._ledger_arg, BudgetLedger):
+                self._ledger = self._ledger_arg
+            else:
+                url = resolve_ledger_url(self._spec.state_path(), self._ledger_arg)
+                self._ledger = BudgetLedger(url)
+                self._owned = True
+        return self._ledger
+
+    def check_budget(self, key: Any, budget: Any, total: Any, *, stage: str) -> bool:
+        """Check that ``budget`` fits the ledger for ``key`` (with this run's other stages). No write.
+
+        Returns:
+            True when ``key`` is already committed: the release exists, nothing will be spent.
+
+        Raises:
+            SpecError: the ledger's declared total for the dataset and period differs from the spec's.
+            BudgetExceeded: the planned spends do not fit what remains.
+        """
+        from privstage.budget import PrivacyBudget
+        from privstage.errors import BudgetExceeded
+
+        ledger = self.ledger()
+        spend = ledger.spend(key)
+        if spend is not None and spend.state == "committed":
+            return True
+        declared = ledger.declared(key.dataset, key.period)
+        if declared is not None and declared != total:
+            raise SpecError(
+                f"the ledger declares {declared} for dataset {key.dataset!r}, period {key.period!r}; the spec says "
+                f"{total} (a declared total never changes)",
+                stage=stage,
+            )
+        remaining = total if declared is None else ledger.remaining(key.dataset, key.period)
+        if spend is not None and spend.state == "reserved":
+            remaining = remaining + spend.budget  # a dead attempt's reservation: this run takes it over
+        planned = self._planned.setdefault((key.dataset, key.period), [])
+        wanted = PrivacyBudget.total([*planned, budget])
+        if not wanted.fits_within(remaining):
+            raise BudgetExceeded(
+                f"privacy budget exceeded for dataset {key.dataset!r}, period {key.period!r}: requested {wanted}"
+                + (f" (this stage {budget}, earlier stages of this run {PrivacyBudget.total(planned)})" if planned else "")
+                + f", remaining {remaining} of {total}; ledger key {key}",
+                stage=stage,
+                requested=wanted,
+                remaining=remaining,
+                ledger_key=str(key),
+            )
+        planned.append(budget)
+        return False
+
+    def close(self) -> None:
+        if self._ledger is not None and self._owned:
+            self._ledger.close()
+        self._ledger = None
 
 
 @dataclass
@@ -91,6 +186,7 @@ class StagePlan:
             "columns_out": list(self.output_schema.fieldNames()),
             "guards_before": len(self.before) + len(self.spec.expect_before),
             "guards_after": len(self.after) + len(self.spec.expect_after),
+            **({"privacy": self.detail.describe()} if hasattr(self.detail, "describe") else {}),
         }
 
 
@@ -143,18 +239,24 @@ def _read_schema(spark: SparkSession, stage: StageSpec, path: str, fmt: str, opt
         ) from None
 
 
-def _committed_by(output_path: str, run_key: str | None) -> dict[str, Any] | None:
-    """The committed manifest of ``output_path`` when the same run key wrote it, else None."""
-    if run_key is None:
+def _committed_by(output_path: str, run_key: str | None, reuse_key: str | None = None) -> dict[str, Any] | None:
+    """The committed manifest of ``output_path`` when the same run key (or the same release) wrote it, else None.
+
+    ``reuse_key`` names a logical release (a DP stage's ledger key): an output committed for the same
+    release is that release, whichever run committed it (a second DAG run for the same logical date).
+    """
+    if run_key is None and reuse_key is None:
         return None
     manifest_file = local_path(output_path) / MANIFEST_NAME
     try:
         committed = json.loads(manifest_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if committed.get("run_key") == run_key and committed.get("status") == "succeeded":
-        return dict(committed)
-    return None
+    if committed.get("status") != "succeeded":
+        return None
+    same_run = run_key is not None and committed.get("run_key") == run_key
+    same_release = reuse_key is not None and committed.get("release_key") == reuse_key
+    return dict(committed) if same_run or same_release else None
 
 
 def _guards_for(stage: StageSpec, phase: Phase, builtin: list[Guard]) -> list[Guard]:
@@ -175,6 +277,7 @@ def plan_pipeline(
     stages: Sequence[str] | None = None,
     overwrite: bool | None = None,
     run_key: str | None = None,
+    env: PlanEnv | None = None,
 ) -> PipelinePlan:
     """Resolve every selected stage before any data is read.
 
@@ -186,6 +289,7 @@ def plan_pipeline(
             expectation.
         KeyUnavailable: a key id cannot be fetched.
     """
+    env = env or PlanEnv(spec, run_key=run_key, partition=None)
     selected = list(stages) if stages else [s.name for s in spec.stages]
     for name in selected:
         spec.stage(name)  # raises SpecError for an unknown name
@@ -202,12 +306,14 @@ def plan_pipeline(
             schema = planned[stage.input.stage].output_schema
         else:
             schema = _read_schema(spark, stage, input_path, fmt, options)
-        detail = module.plan(stage, schema, keys)
-        empty = spark.createDataFrame([], schema)
-        output_schema = module.apply(empty, detail, spark=spark).schema
-        output_path = spec.resolve_path(stage.output.path)
+        detail = module.plan(stage, schema, keys, env=env)
+        if hasattr(module, "output_schema"):
+            output_schema = module.output_schema(detail, schema)
+        else:
+            output_schema = module.apply(spark.createDataFrame([], schema), detail, spark=spark).schema
+        output_path = spec.resolve_path(_output_template(stage, env.partition))
         stage_overwrite = bool(overwrite) or stage.output.mode == "overwrite"
-        committed = _committed_by(output_path, run_key)
+        committed = _committed_by(output_path, run_key, getattr(detail, "reuse_key", None))
         if local_path(output_path).exists() and not stage_overwrite and committed is None:
             raise SpecError(
                 f"output {output_path} exists; set output.mode: overwrite or pass --overwrite", stage=stage.name
@@ -243,6 +349,21 @@ def plan_pipeline(
     return PipelinePlan(spec=spec, stages=out)
 
 
+def _output_template(stage: StageSpec, partition: str | None) -> str:
+    """The output path with ``{partition}`` filled in (one output per partition)."""
+    path = stage.output.path
+    if "{partition}" not in path:
+        return path
+    if partition is None:
+        raise SpecError(
+            "output.path uses {partition} and this run has no partition (pass --partition, or run a partitioned "
+            "asset / a DAG with a logical date)",
+            stage=stage.name,
+        )
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in partition)
+    return path.replace("{partition}", safe)
+
+
 def _resolve_runtime(
     spec: PipelineSpec, spark: SparkSession | None, keys: KeyProvider | None
 ) -> tuple[SparkSession, KeyProvider]:
@@ -263,10 +384,20 @@ def validate_pipeline(
     keys: KeyProvider | None = None,
     stages: Sequence[str] | None = None,
     overwrite: bool | None = None,
+    partition: str | None = None,
+    ledger: BudgetLedger | str | None = None,
 ) -> PipelinePlan:
-    """Check a pipeline without reading data or writing anything; returns the plan."""
+    """Check a pipeline without reading data or writing anything; returns the plan.
+
+    DP stages read the budget ledger (never write it): a plan that does not fit what remains raises
+    :class:`~privstage.errors.BudgetExceeded`.
+    """
     spark, keys = _resolve_runtime(spec, spark, keys)
-    return plan_pipeline(spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite)
+    env = PlanEnv(spec, run_key=None, partition=partition, ledger=ledger)
+    try:
+        return plan_pipeline(spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite, env=env)
+    finally:
+        env.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,14 +449,16 @@ def _run_stage(
     run_key: str,
     pipeline: str,
     progress: _Progress,
+    context: RunContext,
 ) -> None:
     stage = plan.spec
     if plan.committed is not None:
-        # This run key committed the stage already: reconnect, do not redo.
+        # This run key (or this release) committed the stage already: reconnect, do not redo.
         manifest.status = "reused"
         manifest.rows_in = plan.committed.get("rows_in")
         manifest.rows_out = plan.committed.get("rows_out")
         manifest.details["reused_from"] = plan.committed.get("run_key")
+        manifest.details.update({k: v for k, v in plan.committed.get("details", {}).items() if k == "dp"})
         manifest.guards.extend(GuardReport.from_dict(g) for g in plan.committed.get("guards", ()))
         progress.step("reused", True, 0.0, f"committed earlier by run key {plan.committed.get('run_key')}")
         return
@@ -334,6 +467,9 @@ def _run_stage(
         f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()
     }
     df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
+    narrow = getattr(plan.module, "narrow", None)
+    if narrow is not None:
+        df_in = narrow(df_in, plan.detail)
     in_stats = DataStats(df_in)
     timings = manifest.timings
 
@@ -350,15 +486,26 @@ def _run_stage(
         raise GuardFailed(_blocked_message(before), stage=stage.name, report=before)
 
     staging = new_staging_path(plan.output_path, run_id)
+    production: Any = None
     try:
         t0 = time.perf_counter()
 
         def write() -> None:
-            df_out = plan.module.apply(df_in, plan.detail, spark=spark)
+            nonlocal production
+            produce = getattr(plan.module, "produce", None)
+            if produce is not None:
+                production = produce(df_in, plan.detail, spark=spark, run=context)
+                df_out = production.frame
+            else:
+                df_out = plan.module.apply(df_in, plan.detail, spark=spark)
             writer = df_out.write.mode("error")
             if stage.output.partition_by:
                 writer = writer.partitionBy(*stage.output.partition_by)
             writer.parquet(staging)
+            if production is not None:
+                manifest.details.update(production.details)
+                for name, data in production.files.items():
+                    (local_path(staging) / name).write_bytes(data)
 
         _timed(progress, "apply + write", write)
         timings["apply_write_s"] = time.perf_counter() - t0
@@ -382,9 +529,15 @@ def _run_stage(
 
         manifest.rows_in = in_stats.rows
         manifest.rows_out = out_stats.rows
+        if production is not None and production.before_commit is not None:
+            # e.g. the DP ledger: the spend is committed (with the release bytes) before the output is.
+            outcomes = _timed(progress, "ledger commit", production.before_commit)
+            manifest.guards.append(GuardReport(stage=stage.name, phase="after", outcomes=tuple(outcomes)))
         manifest.status = "succeeded"
+        reuse_key = getattr(plan.detail, "reuse_key", None)
         write_json_atomic(
-            local_path(staging) / MANIFEST_NAME, {"run_key": run_key, "pipeline": pipeline, **manifest.to_dict()}
+            local_path(staging) / MANIFEST_NAME,
+            {"run_key": run_key, "pipeline": pipeline, "release_key": reuse_key, **manifest.to_dict()},
         )
         t0 = time.perf_counter()
         _timed(
@@ -397,6 +550,11 @@ def _run_stage(
     except BaseException:
         manifest.status = "failed"
         discard(staging)
+        if production is not None and production.on_failure is not None:
+            try:
+                production.on_failure()
+            except Exception as exc:  # the original failure matters more; a stale reservation is taken over later
+                log.warning("stage %s: could not release its budget reservation (%s)", stage.name, type(exc).__name__)
         raise
 
 
@@ -410,6 +568,7 @@ def run_pipeline(
     progress: bool | None = None,
     report_path: str | os.PathLike[str] | None = None,
     overwrite: bool | None = None,
+    ledger: BudgetLedger | str | None = None,
 ) -> PipelineManifest:
     """Run the selected stages of a pipeline (all by default) and return the manifest.
 
@@ -422,9 +581,11 @@ def run_pipeline(
         progress: print per-stage progress on stderr; default when stderr is a terminal.
         report_path: write the JSON report (and an HTML page beside it) here, also on failure.
         overwrite: replace existing outputs (atomically) whatever ``output.mode`` says.
+        ledger: the privacy-budget ledger (DP stages): an open :class:`~privstage.budget.BudgetLedger` or a URL;
+            default ``$PRIVSTAGE_LEDGER_URL``, ``$PRIVSTAGE_LEDGER_URL_FILE`` or ``<state_dir>/ledger.db``.
 
     Raises:
-        SpecError, KeyUnavailable: before any data is read.
+        SpecError, KeyUnavailable, BudgetExceeded: before any data is read.
         GuardFailed: a blocking guard failed; the stage's output was not committed.
         StageExecutionError: Spark or another library failed (retryable).
     """
@@ -439,9 +600,12 @@ def run_pipeline(
         attempt=context.attempt,
     )
     started = time.perf_counter()
+    env = PlanEnv(spec, run_key=context.run_key, partition=context.partition, ledger=ledger)
     try:
         spark, keys = _resolve_runtime(spec, spark, keys)
-        plan = plan_pipeline(spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite, run_key=context.run_key)
+        plan = plan_pipeline(
+            spec, spark=spark, keys=keys, stages=stages, overwrite=overwrite, run_key=context.run_key, env=env
+        )
         for index, stage_plan in enumerate(plan.stages, start=1):
             display.stage(index, len(plan.stages), stage_plan.spec)
             stage_manifest = StageManifest(
@@ -462,6 +626,7 @@ def run_pipeline(
                     run_key=context.run_key,
                     pipeline=spec.name,
                     progress=display,
+                    context=context,
                 )
             except PrivstageError as exc:
                 exc.stage = exc.stage or stage_plan.spec.name
@@ -481,6 +646,7 @@ def run_pipeline(
         exc.manifest = manifest  # type: ignore[attr-defined]
         raise
     finally:
+        env.close()
         manifest.finished_at = utc_now()
         manifest.duration_s = time.perf_counter() - started
         if report_path is not None:

@@ -21,9 +21,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from privstage.budget.values import Delta, Epsilon, PrivacyBudget
 from privstage.errors import SpecError
 
 __all__ = [
+    "DPAggregateStage",
+    "DPBudgetSpec",
+    "DPGroupsSpec",
+    "DPPartitionSpec",
+    "DPQuery",
     "DatasetInput",
     "EnvKeysSpec",
     "ExpectationSpec",
@@ -32,6 +38,7 @@ __all__ = [
     "LocalKeyringSpec",
     "OutputSpec",
     "PipelineSpec",
+    "PrivacyBudgetSpec",
     "PseudonymColumn",
     "PseudonymizeStage",
     "SparkSpec",
@@ -261,8 +268,229 @@ class PseudonymizeStage(StageBase):
         return frozenset(c.key_id for c in self.columns)
 
 
-StageSpec = Annotated[PseudonymizeStage, Field(discriminator="kind")]
-STAGE_KINDS: tuple[str, ...] = ("pseudonymize",)
+# --------------------------------------------------------------------------------------------
+# dp_aggregate
+# --------------------------------------------------------------------------------------------
+DPQueryType = Literal["count", "count_units", "sum", "mean", "variance", "quantiles", "histogram"]
+_VALUE_QUERIES = frozenset({"sum", "mean", "variance", "quantiles"})
+PERIOD_FIELDS = ("year", "month", "day", "partition")
+
+
+class DPQuery(StrictModel):
+    """One released statistic per group, with its own share of the stage's budget.
+
+    ``count`` (rows), ``count_units`` (distinct privacy units), ``sum``, ``mean`` and ``variance`` of a
+    column, ``quantiles`` (read off a noisy histogram of ``bins`` equal-width bins over the bounds) and
+    ``histogram`` (noisy counts per declared bin). Every numeric input has declared bounds: a missing
+    bound is an error, bounds are never derived from the data.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, description="Output column of the released value.")
+    type: DPQueryType
+    column: str | None = Field(None, description="Input column (sum, mean, variance, quantiles, histogram).")
+    lower: float | None = Field(None, description="Declared lower bound; values are clamped to it.")
+    upper: float | None = Field(None, description="Declared upper bound; values are clamped to it.")
+    epsilon: Epsilon = Field(description="This query's share of ε.")
+    delta: Delta = Field(Delta(0), description="This query's share of δ (gaussian_discrete only).")
+    mechanism: Literal["geometric", "gaussian_discrete"] = Field(
+        "geometric", description="Integer noise: geometric (pure ε) or discrete Gaussian (needs δ > 0)."
+    )
+    quantiles: tuple[float, ...] = Field((), description="quantiles: the probabilities to release, in (0, 1).")
+    bins: int = Field(64, ge=2, le=4096, description="quantiles: equal-width bins over [lower, upper].")
+    edges: tuple[float, ...] = Field((), description="histogram: increasing bin edges; values are clamped into them.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> DPQuery:
+        kind = self.type
+        if kind in ("count", "count_units"):
+            if self.column is not None or self.lower is not None or self.upper is not None:
+                raise ValueError(f"a {kind} query takes no column or bounds")
+        elif self.column is None:
+            raise ValueError(f"a {kind} query needs a column")
+        if kind in _VALUE_QUERIES:
+            missing = [b for b in ("lower", "upper") if getattr(self, b) is None]
+            if missing:
+                raise ValueError(
+                    f"query '{self.name}' ({kind} of {self.column}) needs declared bounds: {' and '.join(missing)} "
+                    "missing (bounds are never derived from the data)"
+                )
+            assert self.lower is not None and self.upper is not None
+            for bound in (self.lower, self.upper):
+                if bound != bound or bound in (float("inf"), float("-inf")):
+                    raise ValueError(f"query '{self.name}': bounds must be finite numbers")
+            if not self.lower < self.upper:
+                raise ValueError(f"query '{self.name}': lower ({self.lower}) must be below upper ({self.upper})")
+        elif kind == "histogram":
+            if self.lower is not None or self.upper is not None:
+                raise ValueError(f"histogram '{self.name}' is bounded by its edges; drop lower/upper")
+        if kind == "histogram":
+            if len(self.edges) < 2 or any(not a < b for a, b in zip(self.edges, self.edges[1:], strict=False)):
+                raise ValueError(f"histogram '{self.name}' needs at least two strictly increasing edges")
+            if any(e != e or e in (float("inf"), float("-inf")) for e in self.edges):
+                raise ValueError(f"histogram '{self.name}': edges must be finite")
+        elif self.edges:
+            raise ValueError(f"edges belong to histogram queries, not {kind}")
+        if kind == "quantiles":
+            if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
+                raise ValueError(f"quantiles '{self.name}' needs probabilities strictly between 0 and 1")
+        elif self.quantiles:
+            raise ValueError(f"quantiles belong to quantiles queries, not {kind}")
+        if self.mechanism == "geometric" and not self.delta.is_zero:
+            raise ValueError(f"query '{self.name}': geometric is pure ε, so delta must be 0 (or use gaussian_discrete)")
+        if self.mechanism == "gaussian_discrete" and kind in ("quantiles", "histogram"):
+            raise ValueError(f"{kind} '{self.name}' uses geometric noise on its bin counts (mechanism: geometric)")
+        if self.mechanism == "gaussian_discrete" and self.delta.is_zero:
+            raise ValueError(f"query '{self.name}': gaussian_discrete needs delta > 0")
+        return self
+
+    @property
+    def budget(self) -> PrivacyBudget:
+        return PrivacyBudget(self.epsilon, self.delta)
+
+
+class PrivacyBudgetSpec(StrictModel):
+    """An (ε, δ) pair in a spec."""
+
+    epsilon: Epsilon
+    delta: Delta = Delta(0)
+
+    @property
+    def budget(self) -> PrivacyBudget:
+        return PrivacyBudget(self.epsilon, self.delta)
+
+
+class DPGroupsSpec(StrictModel):
+    """Which groups are released: a public key set, or private partition selection.
+
+    ``public`` is the product of per-column value lists; ``keys`` lists key tuples (in ``group_by``
+    order); ``select`` releases only groups whose noisy count of privacy units clears a threshold
+    chosen so that a group of one unit appears with probability at most δ. A group is never released
+    just because it exists in the data.
+    """
+
+    public: dict[str, tuple[Any, ...]] | None = Field(None, description="Per group column, its public values.")
+    keys: tuple[tuple[Any, ...], ...] | None = Field(None, description="Public key tuples, in group_by order.")
+    select: PrivacyBudgetSpec | None = Field(None, description="Private partition selection's (ε, δ > 0).")
+
+    @model_validator(mode="after")
+    def _one(self) -> DPGroupsSpec:
+        given = [n for n in ("public", "keys", "select") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of groups.public, groups.keys or groups.select")
+        if self.select is not None and self.select.delta.is_zero:
+            raise ValueError("groups.select needs delta > 0 (thresholding costs δ)")
+        if self.public is not None and any(len(v) == 0 for v in self.public.values()):
+            raise ValueError("groups.public lists an empty set of values")
+        return self
+
+
+class DPBudgetSpec(StrictModel):
+    """The ledger entry a DP stage spends from: a declared total per dataset and period."""
+
+    dataset: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="Dataset the budget protects.")
+    period: str = Field(
+        description="Budget period: a literal ('2026') or a template of the run's partition: "
+        "'{year}', '{month}', '{day}' or '{partition}'."
+    )
+    total: PrivacyBudgetSpec = Field(description="Total (ε, δ) the dataset may spend in one period.")
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        fields = set(re.findall(r"\{([^{}]*)\}", value))
+        unknown = fields - set(PERIOD_FIELDS)
+        if unknown:
+            raise ValueError(f"period template knows {{year}}, {{month}}, {{day}}, {{partition}}; got {sorted(unknown)}")
+        if not value or len(value) > 128:
+            raise ValueError("period is 1 to 128 characters")
+        return value
+
+    @property
+    def needs_partition(self) -> bool:
+        return "{" in self.period
+
+
+class DPPartitionSpec(StrictModel):
+    """A run aggregates one partition of its input: the rows whose ``column`` falls in the run's partition."""
+
+    column: str = Field(description="Date or timestamp column the partition filters on.")
+    granularity: Literal["day", "month", "year"] = "month"
+
+
+class DPAggregateStage(StageBase):
+    """Differentially private aggregates per group, with per-unit contribution bounding and a durable budget."""
+
+    kind: Literal["dp_aggregate"]
+    privacy_unit: str = Field(description="Column identifying the privacy unit (e.g. a patient id).")
+    derive: dict[str, str] = Field(
+        default_factory=dict, description="New columns as Spark SQL expressions of one row (e.g. zip3)."
+    )
+    group_by: tuple[str, ...] = Field((), description="Group key columns (input or derived); empty: one global row.")
+    groups: DPGroupsSpec | None = Field(None, description="Released groups (required with group_by).")
+    max_groups_per_unit: int = Field(1, ge=1, le=100_000, description="Groups one unit may contribute to.")
+    max_rows_per_group: int = Field(1, ge=1, le=100_000, description="Rows one unit may contribute to one group.")
+    precision: int = Field(2, ge=0, le=9, description="Decimal digits of fixed-point sums (scale 10^precision).")
+    on_invalid: Literal["drop", "error"] = Field(
+        "drop", description="Null, NaN or infinite values: left out and counted, or an error."
+    )
+    on_null_unit: Literal["drop", "error"] = Field(
+        "error", description="Rows whose privacy unit is null: an error (default) or dropped and counted."
+    )
+    clamp_counts: bool = Field(True, description="Release negative noisy counts as 0 (post-processing).")
+    partition: DPPartitionSpec | None = None
+    queries: tuple[DPQuery, ...] = Field(min_length=1)
+    budget: DPBudgetSpec
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DPAggregateStage:
+        names = [q.name for q in self.queries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"query names must be unique: {names}")
+        taken = set(self.group_by) | {f"{n}_ci95" for n in names}
+        clash = sorted(set(names) & taken)
+        if clash:
+            raise ValueError(f"query names clash with group columns or _ci95 columns: {clash}")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise ValueError("group_by repeats a column")
+        if self.privacy_unit in self.group_by:
+            raise ValueError("the privacy unit cannot be a group key")
+        if self.group_by and self.groups is None:
+            raise ValueError(
+                "group_by needs groups: a public key set (groups.public / groups.keys) or private partition "
+                "selection (groups.select); a group is never released just because it exists in the data"
+            )
+        if not self.group_by and self.groups is not None:
+            raise ValueError("groups without group_by: a global aggregate has one public group")
+        if self.groups is not None and self.groups.public is not None:
+            if set(self.groups.public) != set(self.group_by):
+                raise ValueError(
+                    f"groups.public must list exactly the group_by columns {list(self.group_by)}, "
+                    f"got {sorted(self.groups.public)}"
+                )
+        if self.groups is not None and self.groups.keys is not None:
+            bad = [k for k in self.groups.keys if len(k) != len(self.group_by)]
+            if bad:
+                raise ValueError(f"groups.keys tuples must have {len(self.group_by)} values; got {list(bad[0])}")
+        if not self.total_budget().fits_within(self.budget.total.budget):
+            raise ValueError(
+                f"the queries (and group selection) ask for {self.total_budget()}, more than the declared "
+                f"total {self.budget.total.budget} for one period"
+            )
+        return self
+
+    def total_budget(self) -> PrivacyBudget:
+        """What one run of the stage spends: the sum of its queries' shares and of group selection."""
+        parts = [q.budget for q in self.queries]
+        if self.groups is not None and self.groups.select is not None:
+            parts.append(self.groups.select.budget)
+        return PrivacyBudget.total(parts)
+
+    def input_sensitive_columns(self) -> frozenset[str]:
+        return frozenset(self.sensitive_columns) | {self.privacy_unit}
+
+
+StageSpec = Annotated[PseudonymizeStage | DPAggregateStage, Field(discriminator="kind")]
+STAGE_KINDS: tuple[str, ...] = ("pseudonymize", "dp_aggregate")
 
 
 class PipelineSpec(StrictModel):

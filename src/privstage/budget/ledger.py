@@ -880,7 +880,14 @@ class BudgetLedger:
             log.info("ledger key %s: reservation released", ledger_key)
         return bool(freed)
 
-    def spends(self, dataset: str | None = None, period: str | None = None) -> list[Spend]:
+    def spend(self, key: LedgerKey) -> Spend | None:
+        """The ledger row of ``key`` (any state), or ``None`` when the key never reserved."""
+        rows = [s for s in self.spends(key.dataset, key.period, ledger_key=str(key))]
+        return rows[0] if rows else None
+
+    def spends(
+        self, dataset: str | None = None, period: str | None = None, *, ledger_key: str | None = None
+    ) -> list[Spend]:
         """Every ledger row (reserved, committed, released), optionally for one dataset and/or period.
 
         Ordered by dataset, period, reservation time and key; release bytes are left out.
@@ -892,6 +899,8 @@ class BudgetLedger:
             query = query.where(spends_table.c.dataset == dataset)
         if period is not None:
             query = query.where(spends_table.c.period == period)
+        if ledger_key is not None:
+            query = query.where(spends_table.c.ledger_key == ledger_key)
         query = query.order_by(
             spends_table.c.dataset, spends_table.c.period, spends_table.c.reserved_at, spends_table.c.ledger_key
         )

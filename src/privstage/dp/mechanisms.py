@@ -233,6 +233,12 @@ def _check_delta(delta: object) -> float:
     return _float_down(exact)
 
 
+def _check_level(level: float) -> float:
+    if isinstance(level, bool) or not isinstance(level, Real) or not 0 < float(level) < 1:
+        raise ValueError(f"a confidence level is strictly between 0 and 1, got {level!r}")
+    return float(level)
+
+
 def _check_int_param(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise SpecError(f"{name} must be an integer (scale fixed-point quantities first), got {type(value).__name__}")
@@ -363,6 +369,10 @@ class GeometricNoise(_IntegerNoise):
         """The generator diffprivlib draws from (for audits: SystemRandom in a release)."""
         return self._mechanism._rng
 
+    def half_width(self, level: float = _CI_LEVEL) -> int:
+        """Smallest h with P(|noise| > h) <= 1 - level (integer units)."""
+        return _geometric_half_width(self.q, _check_level(level))
+
     def pmf(self, k: int) -> float:
         """P(noise = k)."""
         return (1 - self.q) / (1 + self.q) * self.q ** abs(k)
@@ -384,13 +394,13 @@ class GeometricNoise(_IntegerNoise):
         )
 
 
-def _geometric_half_width(q: float) -> int:
-    """Smallest h with P(|Z| > h) = 2q^(h+1)/(1+q) <= 0.05."""
-    tail = (1 - _CI_LEVEL) * (1 + q) / 2
+def _geometric_half_width(q: float, level: float = _CI_LEVEL) -> int:
+    """Smallest h with P(|Z| > h) = 2q^(h+1)/(1+q) <= 1 - level (0.05 by default)."""
+    tail = (1 - level) * (1 + q) / 2
     h = max(0, math.ceil(math.log(tail) / math.log(q)) - 1)
-    while h > 0 and 2 * q**h / (1 + q) <= 1 - _CI_LEVEL:
+    while h > 0 and 2 * q**h / (1 + q) <= 1 - level:
         h -= 1
-    while 2 * q ** (h + 1) / (1 + q) > 1 - _CI_LEVEL:
+    while 2 * q ** (h + 1) / (1 + q) > 1 - level:
         h += 1
     return h
 
@@ -476,13 +486,13 @@ def _discrete_gaussian_sigma(epsilon: float, delta: float, sensitivity: int) -> 
 
 
 @functools.lru_cache(maxsize=256)
-def _discrete_gaussian_half_width(sigma: float) -> int:
-    """Smallest h with P(|X| > h) <= 0.05 for X ~ N_Z(0, sigma²), using an upper bound of the tail."""
+def _discrete_gaussian_half_width(sigma: float, level: float = _CI_LEVEL) -> int:
+    """Smallest h with P(|X| > h) <= 1 - level for X ~ N_Z(0, sigma²), using an upper bound of the tail."""
     norm = _gauss_norm_lower(sigma)
 
     def covered(h: int) -> bool:
         tail = _gauss_sum_bound(h + 1, math.inf, sigma, upper=True)
-        return tail is not None and 2 * tail / norm <= 1 - _CI_LEVEL
+        return tail is not None and 2 * tail / norm <= 1 - level
 
     hi = max(1, math.ceil(2.5 * sigma))
     while not covered(hi):
@@ -589,6 +599,10 @@ class DiscreteGaussianNoise(_IntegerNoise):
     def noise(self) -> int:
         """One integer noise draw."""
         return _discrete_gaussian(self._sigma2, self.rng)
+
+    def half_width(self, level: float = _CI_LEVEL) -> int:
+        """Smallest h with P(|noise| > h) <= 1 - level (integer units; from an upper bound of the tail)."""
+        return _discrete_gaussian_half_width(self.scale, _check_level(level))
 
     def describe(self, *, resolution: Fraction = Fraction(1)) -> NoiseDescription:
         """The report entry; ``resolution`` converts integer units to release units (1/scale for fixed point)."""

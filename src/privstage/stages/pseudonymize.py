@@ -96,7 +96,7 @@ def _check_type(stage: PseudonymizeStage, col: PseudonymColumn, schema: StructTy
         )
 
 
-def plan(stage: PseudonymizeStage, schema: StructType, keys: KeyProvider) -> PseudonymizePlan:
+def plan(stage: PseudonymizeStage, schema: StructType, keys: KeyProvider, *, env: Any = None) -> PseudonymizePlan:
     """Resolve columns and keys against the input schema. No data is read.
 
     Raises:
