@@ -22,6 +22,8 @@ from privstage.errors import PrivstageError, exit_code_for
 __all__ = ["main"]
 
 DEMO_ROWS = 5000
+#: The month the demo's DP release aggregates: the last month of the sample visits (2024-01-01 + 731 days).
+DEMO_PARTITION = "2025-12"
 
 
 def _err(message: str) -> None:
@@ -135,7 +137,7 @@ def _demo_spec() -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from privstage.engine import run_pipeline
+    from privstage.engine import RunContext, run_pipeline
     from privstage.keys import LocalKeyring, default_keyring_path
     from privstage.sample_data import write_clinic_visits
     from privstage.spark import get_session
@@ -160,10 +162,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         write_clinic_visits(data, args.rows, spark=spark)
         print(f"  generated {args.rows:,} synthetic visits in {data}")
     report = workdir / "reports" / "clinic_visits.json"
-    manifest = run_pipeline(spec, spark=spark, progress=True, report_path=report, overwrite=True)
+    # The DP release aggregates one month; the demo publishes the last month of the sample data. A second
+    # demo run returns the same release from the ledger (same bytes, no new spend).
+    context = RunContext(run_key=f"demo/{spec.name}/{uuid.uuid4().hex[:12]}", partition=args.partition)
+    manifest = run_pipeline(spec, spark=spark, context=context, progress=True, report_path=report, overwrite=True)
     for s in manifest.stages:
-        print(f"  {s.name}: {s.rows_in:,} rows in, {s.rows_out:,} rows out")
+        print(f"  {s.name}: {s.rows_in:,} rows in, {s.rows_out:,} rows out ({s.status})")
         print(f"  output: {s.output}")
+        dp = s.details.get("dp")
+        if dp:
+            print(
+                f"  privacy budget: ε={dp['budget']['epsilon']} charged to {dp['dataset']} / {dp['period']} "
+                f"(ledger key {dp['ledger_key']}{', release reused' if dp.get('reused_release') else ''})"
+            )
     print(f"  report: {report}")
     print(f"  report (HTML): {report.with_suffix('.html')}")
     return 0
@@ -287,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="demo-output", help="where data, keys, output and report go")
     p.add_argument("--rows", type=int, default=DEMO_ROWS)
     p.add_argument("--spec", help="another pipeline.yaml to run instead")
+    p.add_argument(
+        "--partition",
+        default=DEMO_PARTITION,
+        help=f"the month the DP release aggregates (default {DEMO_PARTITION}, the last month of the sample data)",
+    )
     p.set_defaults(func=_cmd_demo)
 
     keys = sub.add_parser("keys", help="manage the local development keyring").add_subparsers(
