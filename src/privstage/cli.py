@@ -80,9 +80,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _print_privacy(privacy: dict[str, Any]) -> None:
     """The budget allocation of a DP stage, as ``privstage plan`` shows it."""
     budget, total = privacy["budget"], privacy["declared_total"]
-    state = "already committed: a run returns the committed release and spends nothing" if privacy[
-        "already_committed"
-    ] else "fits what remains"
+    state = (
+        "already committed: a run returns the committed release and spends nothing"
+        if privacy["already_committed"]
+        else "fits what remains"
+    )
     print(f"      ledger  {privacy['ledger_key']} ({state})")
     print(
         f"      budget  ε={budget['epsilon']} δ={budget['delta']} of the declared ε={total['epsilon']} "
@@ -94,10 +96,9 @@ def _print_privacy(privacy: dict[str, Any]) -> None:
     )
     selection = privacy.get("partition_selection")
     if selection:
-        print(
-            f"      select  ε={selection['epsilon']} δ={selection['delta']}: release a group from "
-            f"{selection['threshold_distinct_units']} noisy units"
-        )
+        threshold = selection["threshold_distinct_units"]
+        eps, delta = selection["epsilon"], selection["delta"]
+        print(f"      groups  private selection, ε={eps} δ={delta}: threshold {threshold}")
     for q in privacy["queries"]:
         parts = "; ".join(
             f"{p['part']} {p['mechanism']} scale {p['scale']:.4g} ±{p['ci95_half_width']:.4g}" for p in q["parts"]

@@ -133,9 +133,10 @@ class PlanEnv:
         planned = self._planned.setdefault((key.dataset, key.period), [])
         wanted = PrivacyBudget.total([*planned, budget])
         if not wanted.fits_within(remaining):
+            earlier = f" (this stage {budget}, earlier stages of this run {PrivacyBudget.total(planned)})"
             raise BudgetExceeded(
                 f"privacy budget exceeded for dataset {key.dataset!r}, period {key.period!r}: requested {wanted}"
-                + (f" (this stage {budget}, earlier stages of this run {PrivacyBudget.total(planned)})" if planned else "")
+                + (earlier if planned else "")
                 + f", remaining {remaining} of {total}; ledger key {key}",
                 stage=stage,
                 requested=wanted,

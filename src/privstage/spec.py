@@ -400,7 +400,8 @@ class DPBudgetSpec(StrictModel):
         fields = set(re.findall(r"\{([^{}]*)\}", value))
         unknown = fields - set(PERIOD_FIELDS)
         if unknown:
-            raise ValueError(f"period template knows {{year}}, {{month}}, {{day}}, {{partition}}; got {sorted(unknown)}")
+            known = ", ".join("{" + f + "}" for f in PERIOD_FIELDS)
+            raise ValueError(f"a period template knows {known}; got {sorted(unknown)}")
         if not value or len(value) > 128:
             raise ValueError("period is 1 to 128 characters")
         return value

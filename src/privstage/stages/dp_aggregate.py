@@ -545,9 +545,7 @@ def _histogram(
     value = F.col(query.column).cast("double")  # type: ignore[arg-type]
     bad = value.isNull() | F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
     binned = bounded.select(*groups, F.when(~bad, _bin_index(value, edges)).alias("__bin"), bad.alias("__bad"))
-    rows = (
-        binned.groupBy(*groups, "__bin").agg(F.count(F.lit(1)).alias("n"), F.max("__bad").alias("bad")).collect()
-    )
+    rows = binned.groupBy(*groups, "__bin").agg(F.count(F.lit(1)).alias("n"), F.max("__bad").alias("bad")).collect()
     bins = len(edges) - 1
     out: dict[tuple[Any, ...], list[int]] = {}
     invalid = 0
@@ -674,7 +672,8 @@ def _release_rows(p: DPAggregatePlan, exact: _Exact, keys: list[tuple[Any, ...]]
             elif q.type == "sum":
                 part = parts[0]
                 noisy = _noisy(part, agg["sum_fp"] if agg else 0)
-                row += [_fraction_to_decimal(noisy, stage.precision), float(part.noise.half_width(_CI) * part.resolution)]
+                ci = float(part.noise.half_width(_CI) * part.resolution)
+                row += [_fraction_to_decimal(noisy, stage.precision), ci]
             elif q.type in ("mean", "variance"):
                 row += _moment(q, parts, agg)
             else:
@@ -908,9 +907,7 @@ class ReleaseShapeGuard:
         ok = rows == distinct
         details: dict[str, Any] = {"rows": rows, "distinct_groups": distinct}
         if self.public_keys is not None and ok:
-            public = ctx.data.sparkSession.createDataFrame(
-                list(self.public_keys), ctx.data.select(*groups).schema
-            )
+            public = ctx.data.sparkSession.createDataFrame(list(self.public_keys), ctx.data.select(*groups).schema)
             missing = public.exceptAll(ctx.data.select(*groups)).count()
             extra = ctx.data.select(*groups).exceptAll(public).count()
             details.update(declared_groups=len(self.public_keys), missing=missing, undeclared=extra)
@@ -930,4 +927,3 @@ def builtin_guards(p: DPAggregatePlan) -> tuple[list[Guard], list[Guard]]:
     public = None if p.public_keys is None else tuple(p.public_keys)
     after: list[Guard] = [ReleaseShapeGuard(p.output_schema, tuple(p.stage.group_by), public)]
     return before, after
-
