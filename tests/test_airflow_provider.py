@@ -17,11 +17,12 @@ from typing import Any
 import jsonschema
 import privstage_airflow
 import pytest
-from privstage_airflow import PrivacyPipelineOperator, PrivstageHook, PseudonymizeOperator
+from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PrivstageHook, PseudonymizeOperator
 from privstage_airflow._compat import AirflowFailException
 from privstage_airflow._errors import translate_errors
 from privstage_airflow.get_provider_info import get_provider_info
-from privstage_airflow.hooks.privstage import ConnectionSettings
+from privstage_airflow.hooks.privstage import ConnectionSettings, ledger_url_from_connection
+from privstage_airflow.operators.pipeline import dp_release_summary, run_context_from
 
 import privstage.errors as errors
 from privstage.__about__ import __version__
@@ -100,7 +101,7 @@ def test_provider_info_and_package_import_without_spark_or_great_expectations() 
         "from privstage_airflow.get_provider_info import get_provider_info\n"
         "get_provider_info()\n"
         "assert 'airflow' not in sys.modules, 'listing providers must not import the operators'\n"
-        "from privstage_airflow import PrivacyPipelineOperator, PseudonymizeOperator\n"
+        "from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PseudonymizeOperator\n"
         "heavy = sorted(m for m in ('pyspark', 'great_expectations', 'pandas') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
@@ -112,6 +113,7 @@ def test_provider_info_and_package_import_without_spark_or_great_expectations() 
 # ---------------------------------------------------------------------------------------------
 def test_public_api_is_exactly_the_intended_names() -> None:
     assert sorted(privstage_airflow.__all__) == [
+        "DPAggregateOperator",
         "PrivacyPipelineOperator",
         "PrivstageHook",
         "PrivstageOperatorBase",
@@ -128,14 +130,17 @@ def test_public_api_is_exactly_the_intended_names() -> None:
 @pytest.mark.parametrize(
     ("operator", "fields"),
     [
-        (PrivacyPipelineOperator, ("spec_path", "stages", "base_dir", "report_path")),
-        (PseudonymizeOperator, ("input_path", "output_path", "key_id", "base_dir", "report_path")),
+        (PrivacyPipelineOperator, ("spec_path", "stages", "base_dir", "report_path", "partition")),
+        (PseudonymizeOperator, ("input_path", "output_path", "key_id", "base_dir", "report_path", "partition")),
+        (DPAggregateOperator, ("spec_path", "stage", "partition", "base_dir", "report_path")),
     ],
 )
 def test_template_fields(operator: type, fields: tuple[str, ...]) -> None:
     assert tuple(operator.template_fields) == fields
     # A ".yaml" template_ext would make Jinja render the spec file and pass its text as the path.
     assert not any(ext in (".yaml", ".yml") for ext in operator.template_ext)
+    # A rendered ledger URL would be stored in the metadata DB (rendered fields), password and all.
+    assert "ledger_url" not in operator.template_fields
 
 
 def test_constructors_store_keyword_arguments_and_touch_nothing(tmp_path: Path) -> None:
@@ -159,6 +164,23 @@ def test_constructors_store_keyword_arguments_and_touch_nothing(tmp_path: Path) 
     assert "hook" not in vars(op), "the hook is built on first use, not at parse time"
     with pytest.raises(TypeError):
         PrivacyPipelineOperator("run", str(missing))  # type: ignore[misc]
+    dp = DPAggregateOperator(
+        task_id="release",
+        spec_path=str(missing),
+        stage="dp",
+        partition="{{ params.month }}",
+        ledger_conn_id="not_defined_anywhere",
+    )
+    assert (dp.spec_path, dp.stage, dp.partition, dp.ledger_conn_id, dp.ledger_url) == (
+        str(missing),
+        "dp",
+        "{{ params.month }}",
+        "not_defined_anywhere",
+        None,
+    )
+    assert "hook" not in vars(dp)
+    with pytest.raises(TypeError):
+        DPAggregateOperator("release", str(missing), "dp")  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,3 +327,174 @@ def test_a_named_connection_that_does_not_exist_is_an_error(monkeypatch: pytest.
     monkeypatch.delenv("AIRFLOW_CONN_PRIVSTAGE_PROD", raising=False)
     with pytest.raises(AirflowNotFoundException):
         _ = PrivstageHook("privstage_prod").settings
+
+
+# ---------------------------------------------------------------------------------------------
+# DP: the operator's stage, the partition, the ledger connection, the XCom summary
+# ---------------------------------------------------------------------------------------------
+CLINIC_SPEC = Path(__file__).resolve().parents[1] / "pipelines" / "clinic_visits" / "pipeline.yaml"
+
+
+def test_dp_operator_runs_only_a_dp_aggregate_stage_of_the_spec(tmp_path: Path) -> None:
+    op = DPAggregateOperator(task_id="release", spec_path=str(CLINIC_SPEC), stage="dp_visits_monthly")
+    spec = op.build_spec()
+    assert op.selected_stages() == ["dp_visits_monthly"]
+    assert spec.stage("dp_visits_monthly").kind == "dp_aggregate"
+
+    wrong_kind = DPAggregateOperator(task_id="release", spec_path=str(CLINIC_SPEC), stage="pseudonymize_visits")
+    with pytest.raises(SpecError, match="'pseudonymize_visits' is a pseudonymize stage"):
+        wrong_kind.build_spec()
+    unknown = DPAggregateOperator(task_id="release", spec_path=str(CLINIC_SPEC), stage="dp_visits_weekly")
+    with pytest.raises(SpecError, match="dp_visits_weekly"):
+        unknown.build_spec()
+
+
+class _TI:
+    """The task-instance fields run_context_from reads (a plain record, as the Task SDK hands it over)."""
+
+    dag_id, run_id, task_id, map_index, try_number = "d", "scheduled__2026-01-01", "release", -1, 2
+
+
+@pytest.mark.parametrize(
+    ("argument", "context", "partition"),
+    [
+        (None, {"logical_date": "2025-12-01T00:00:00+00:00"}, "2025-12-01T00:00:00+00:00"),
+        ("", {"logical_date": "2025-12-01T00:00:00+00:00"}, "2025-12-01T00:00:00+00:00"),  # an empty template
+        (None, {"partition_key": "2025-11", "logical_date": "2025-12-01T00:00:00+00:00"}, "2025-11"),
+        ("2025-10", {"partition_key": "2025-11", "logical_date": "2025-12-01T00:00:00+00:00"}, "2025-10"),
+        (None, {"logical_date": None}, None),
+    ],
+    ids=["logical-date", "empty-argument", "run-partition-key", "argument-wins", "none"],
+)
+def test_the_partition_is_the_argument_else_the_runs_partition_key_else_the_logical_date(
+    argument: str | None, context: dict[str, Any], partition: str | None
+) -> None:
+    from datetime import datetime
+
+    given = dict(context, ti=_TI())
+    if given.get("logical_date"):
+        given["logical_date"] = datetime.fromisoformat(given["logical_date"])
+    run = run_context_from(given, argument)  # type: ignore[arg-type]
+    assert run.partition == partition
+    assert (run.run_key, run.orchestrator, run.attempt) == ("airflow/d/scheduled__2026-01-01/release", "airflow", 2)
+
+
+TEST_PASSWORD = "p@ss/w:rd"  # noqa: S105 - a test value with characters that need URL quoting
+
+
+class _Conn:
+    """An Airflow connection's fields (what BaseHook.get_connection returns)."""
+
+    def __init__(self, conn_type: str, **fields: Any) -> None:
+        self.conn_id, self.conn_type = "privacy_ledger", conn_type
+        self.host, self.port, self.login, self.schema = (fields.get(k) for k in ("host", "port", "login", "schema"))
+        self.password = fields.get("password")
+        self.extra_dejson = fields.get("extra", {})
+
+
+@pytest.mark.parametrize(
+    ("conn", "url"),
+    [
+        (
+            _Conn("postgres", host="db", port=5432, login="ledger", password=TEST_PASSWORD, schema="privacy",
+                  extra={"options": "-csearch_path=dp", "sslmode": "require", "cursor": "dictcursor"}),
+            "postgresql+psycopg://ledger:p%40ss%2Fw%3Ard@db:5432/privacy?options=-csearch_path%3Ddp&sslmode=require",
+        ),
+        (_Conn("postgresql", host="db"), "postgresql+psycopg://db"),
+        (_Conn("sqlite", host="/var/lib/privstage/ledger.db"), "sqlite:////var/lib/privstage/ledger.db"),
+    ],
+    ids=["postgres", "postgresql-minimal", "sqlite"],
+)  # fmt: skip
+def test_a_ledger_connection_becomes_a_sqlalchemy_url(conn: _Conn, url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    built = ledger_url_from_connection(conn)
+    assert built == url
+    assert make_url(built).password == conn.password  # the password survives URL quoting exactly
+
+
+@pytest.mark.parametrize(
+    ("conn", "message"),
+    [
+        (_Conn("mysql", host="db", password=TEST_PASSWORD), "has type 'mysql'"),
+        (_Conn("postgres", password=TEST_PASSWORD), "has no host"),
+        (_Conn("sqlite"), "names no database file"),
+    ],
+)
+def test_an_unusable_ledger_connection_is_a_spec_error_without_its_password(conn: _Conn, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as caught:
+        ledger_url_from_connection(conn)
+    assert "privacy_ledger" in str(caught.value) and TEST_PASSWORD not in str(caught.value)
+
+
+def test_ledger_url_precedence_argument_then_connection_then_engine_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_PRIVSTAGE_LEDGER_DEFAULT", raising=False)
+    assert PrivstageHook().get_ledger_url() is None, "no connection: the engine's default decides"
+    conn = {"conn_type": "sqlite", "host": str(tmp_path / "conn.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_PRIVSTAGE_LEDGER_DEFAULT", json.dumps(conn))
+    assert PrivstageHook().get_ledger_url() == f"sqlite:///{tmp_path / 'conn.db'}"
+    explicit = f"sqlite:///{tmp_path / 'arg.db'}"
+    assert PrivstageHook(ledger_url=explicit).get_ledger_url() == explicit
+    assert PrivstageHook(ledger_conn_id=None).get_ledger_url() is None
+
+
+def test_a_named_ledger_connection_that_does_not_exist_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    monkeypatch.delenv("AIRFLOW_CONN_PRIVACY_LEDGER", raising=False)
+    with pytest.raises(AirflowNotFoundException):
+        PrivstageHook(ledger_conn_id="privacy_ledger").get_ledger_url()
+
+
+def test_the_ledger_url_and_its_password_are_registered_with_the_secrets_masker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    password = "canary-pw-4d1f9e"  # noqa: S105 - a test value
+    conn = {"conn_type": "postgres", "host": "db", "login": "ledger", "password": password, "schema": "privacy"}
+    monkeypatch.setenv("AIRFLOW_CONN_PRIVSTAGE_LEDGER_DEFAULT", json.dumps(conn))
+    url = PrivstageHook().get_ledger_url()
+    assert url is not None and password in url
+    assert password not in str(redact(f"connecting to {url}"))
+    assert password not in str(redact(f"password is {password}"))
+
+
+MANIFEST_STAGE = {
+    "name": "dp",
+    "kind": "dp_aggregate",
+    "status": "succeeded",
+    "output": "/out/dp/2025-12",
+    "details": {
+        "dp": {
+            "ledger_key": "p/dp/visits/2025/2025-12",
+            "dataset": "visits",
+            "period": "2025",
+            "partition": "2025-12",
+            "budget": {"epsilon": "0.5", "delta": "0"},
+            "release_sha256": "ab" * 32,
+            "reused_release": False,
+        }
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "spent", "reused"),
+    [
+        ({}, ("0.5", "0"), False),
+        ({"details": {"dp": {**MANIFEST_STAGE["details"]["dp"], "reused_release": True}}}, ("0", "0"), True),
+        ({"status": "reused"}, ("0", "0"), True),  # reconnected to the committed output: nothing spent
+    ],
+    ids=["fresh-release", "release-from-the-ledger", "output-reused"],
+)
+def test_the_dp_summary_says_what_this_run_spent(change: dict[str, Any], spent: tuple[str, str], reused: bool) -> None:
+    summary = dp_release_summary({**MANIFEST_STAGE, **change})
+    assert summary is not None
+    assert (summary["epsilon_spent"], summary["delta_spent"], summary["reused"]) == (*spent, reused)
+    assert summary["ledger_key"] == "p/dp/visits/2025/2025-12"
+    assert summary["release_sha256"] == "ab" * 32
+    assert dp_release_summary({**MANIFEST_STAGE, "kind": "pseudonymize"}) is None
+    assert dp_release_summary({**MANIFEST_STAGE, "status": "failed"}) is None

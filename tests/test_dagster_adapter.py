@@ -13,12 +13,14 @@ from typing import Any
 import dagster as dg
 import privstage_dagster
 import pytest
-from privstage_dagster import KeyProviderResource, SparkResource, build_privstage_assets
+from privstage_dagster import BudgetLedgerResource, KeyProviderResource, SparkResource, build_privstage_assets
 from privstage_dagster._errors import failure_from
 from privstage_dagster.checks import check_results_from_guards
+from privstage_dagster.factories import dp_release_metadata
 from pydantic import ValidationError
 
-from privstage.errors import GuardFailed, SpecError
+from privstage.budget import PrivacyBudget
+from privstage.errors import BudgetExceeded, GuardFailed, SpecError
 from privstage.guards.base import GuardOutcome, GuardReport
 from privstage.keys import EnvKeyProvider, FileKeyProvider, LocalKeyring
 from privstage.report import PipelineManifest, StageManifest
@@ -57,7 +59,12 @@ def _resources(**spark_conf: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ public API
 def test_exported_names_are_the_intended_ones() -> None:
-    assert sorted(privstage_dagster.__all__) == ["KeyProviderResource", "SparkResource", "build_privstage_assets"]
+    assert sorted(privstage_dagster.__all__) == [
+        "BudgetLedgerResource",
+        "KeyProviderResource",
+        "SparkResource",
+        "build_privstage_assets",
+    ]
     for name in privstage_dagster.__all__:
         assert getattr(privstage_dagster, name).__module__.startswith("privstage_dagster.")
 
@@ -68,7 +75,8 @@ def test_loading_definitions_starts_neither_spark_nor_great_expectations() -> No
     code = (
         "import runpy, sys\n"
         f"defs = runpy.run_path({str(defs_file)!r})['defs']\n"
-        "assert [k.to_user_string() for k in defs.resolve_all_asset_keys()] == ['pseudonymize_visits']\n"
+        "keys = sorted(k.to_user_string() for k in defs.resolve_all_asset_keys())\n"
+        "assert keys == ['dp_visits_monthly', 'pseudonymize_visits'], keys\n"
         "print(sorted(m for m in ('pyspark', 'great_expectations', 'py4j') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -299,3 +307,109 @@ def test_a_spec_error_at_run_time_fails_the_run_once_despite_a_retry_policy(two_
     data = failure.step_failure_data
     assert data.error is not None and data.error.cls_name == "Failure"
     assert data.user_failure_data is not None and data.user_failure_data.metadata["error"].value == "SpecError"
+
+
+# ------------------------------------------------------------------------------------------ DP stages
+DP_STAGE = """
+  - name: release
+    kind: dp_aggregate
+    input: {stage: first}
+    output: {path: "out/release/{partition}"}
+    privacy_unit: patient_id
+    partition: {column: visit_date, granularity: month}
+    queries: [{name: visits, type: count, epsilon: 0.5}]
+    budget: {dataset: visits, period: "{year}", total: {epsilon: 3, delta: 0}}
+"""
+
+
+@pytest.fixture()
+def with_dp(tmp_path: Path) -> PipelineSpec:
+    return parse_spec(TWO_STAGES + DP_STAGE, base_dir=tmp_path)
+
+
+def test_a_dp_asset_is_partitioned_by_dp_partitions_def_and_needs_the_ledger_resource(with_dp: PipelineSpec) -> None:
+    months = dg.MonthlyPartitionsDefinition(start_date="2025-01-01", end_date="2026-01-01")
+    first, second, release = build_privstage_assets(with_dp, dp_partitions_def=months)
+
+    assert release.partitions_def == months
+    assert first.partitions_def is None and second.partitions_def is None  # the whole table, unpartitioned
+    assert release.required_resource_keys - {"io_manager"} == {"spark", "privstage_keys", "privstage_ledger"}
+    assert first.required_resource_keys - {"io_manager"} == {"spark", "privstage_keys"}
+    metadata = release.metadata_by_key[release.key]
+    assert (metadata["privstage/kind"], metadata["privstage/release_epsilon"]) == ("dp_aggregate", "0.5")
+    assert metadata["privstage/budget_period"] == "{year}"
+    # Without the ledger resource the definitions do not load (before any run).
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="privstage_ledger"):
+        dg.Definitions(assets=[first, second, release], resources=_resources()).resolve_asset_graph()
+
+
+def test_a_dp_stage_that_needs_a_partition_without_a_partitions_definition_fails_at_definition_time(
+    with_dp: PipelineSpec,
+) -> None:
+    with pytest.raises(SpecError, match=r"\[stage release\] runs of this stage need a partition.*dp_partitions_def"):
+        build_privstage_assets(with_dp)
+    # partitions_def (every asset) is enough too.
+    static = dg.StaticPartitionsDefinition(["2025-12"])
+    assert all(a.partitions_def == static for a in build_privstage_assets(with_dp, partitions_def=static))
+
+
+def test_ledger_resource_resolves_like_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PRIVSTAGE_LEDGER_URL", raising=False)
+    monkeypatch.delenv("PRIVSTAGE_LEDGER_URL_FILE", raising=False)
+    assert BudgetLedgerResource().ledger_url(tmp_path) == f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("PRIVSTAGE_LEDGER_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    assert BudgetLedgerResource().ledger_url(tmp_path) == f"sqlite:///{tmp_path / 'env.db'}"
+    explicit = BudgetLedgerResource(url=f"sqlite:///{tmp_path / 'given.db'}")
+    assert explicit.ledger_url(tmp_path) == f"sqlite:///{tmp_path / 'given.db'}"
+    with explicit.open(tmp_path) as ledger:
+        assert ledger.backend == "sqlite"
+        ledger.declare("visits", "2025", PrivacyBudget(1))
+        assert ledger.remaining("visits", "2025") == PrivacyBudget(1)
+
+
+def test_a_ledger_url_from_an_env_var_stays_out_of_the_resource_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    password = "canary-pw-71c2"  # noqa: S105 - a test value
+    monkeypatch.setenv("PRIVSTAGE_TEST_LEDGER_URL", f"postgresql+psycopg://ledger:{password}@db:5432/privacy")
+    resource = BudgetLedgerResource(url=dg.EnvVar("PRIVSTAGE_TEST_LEDGER_URL"))
+    # The resource holds the variable's name; the value is read when a run uses it (the integration tests
+    # scan a real instance's storage for it).
+    assert "PRIVSTAGE_TEST_LEDGER_URL" in repr(resource) and password not in repr(resource)
+
+
+@pytest.mark.parametrize(
+    ("status", "reused_release", "spent"),
+    [("succeeded", False, "0.5"), ("succeeded", True, "0"), ("reused", False, "0")],
+    ids=["fresh", "from-the-ledger", "output-reused"],
+)
+def test_dp_metadata_says_what_this_materialization_spent(status: str, reused_release: bool, spent: str) -> None:
+    dp = {
+        "ledger_key": "p/release/visits/2025/2025-12",
+        "dataset": "visits",
+        "period": "2025",
+        "budget": {"epsilon": "0.5", "delta": "0"},
+        "release_sha256": "cd" * 32,
+        "reused_release": reused_release,
+    }
+    entry = {"kind": "dp_aggregate", "status": status, "details": {"dp": dp}}
+    metadata = dp_release_metadata(entry)
+    assert (metadata["epsilon_spent"], metadata["delta_spent"]) == (spent, "0")
+    assert metadata["reused_release"] is (spent == "0")
+    assert (metadata["privstage/ledger_key"], metadata["release_sha256"]) == (dp["ledger_key"], "cd" * 32)
+    assert metadata["release_epsilon"] == "0.5"
+    assert dp_release_metadata({"kind": "pseudonymize", "details": {}}) == {}
+
+
+def test_budget_exceeded_becomes_a_failure_that_bypasses_retries_and_names_the_ledger_key() -> None:
+    exc = BudgetExceeded(
+        "privacy budget exceeded for dataset 'visits', period '2025': requested ε=0.5, remaining ε=0.2",
+        stage="release",
+        requested=PrivacyBudget("0.5"),
+        remaining=PrivacyBudget("0.2"),
+        ledger_key="p/release/visits/2025/2025-12",
+    )
+    failure = failure_from(exc)
+    assert failure.allow_retries is False
+    metadata = {k: v.value for k, v in failure.metadata.items()}
+    assert metadata["error"] == "BudgetExceeded" and metadata["exit_code"] == 5
+    assert metadata["ledger_key"] == "p/release/visits/2025/2025-12"
+    assert (metadata["requested"], metadata["remaining"]) == (str(PrivacyBudget("0.5")), str(PrivacyBudget("0.2")))

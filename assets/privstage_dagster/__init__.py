@@ -3,15 +3,21 @@
 .. code-block:: python
 
     import dagster as dg
-    from privstage_dagster import KeyProviderResource, SparkResource, build_privstage_assets
+    from privstage_dagster import BudgetLedgerResource, KeyProviderResource, SparkResource, build_privstage_assets
 
     defs = dg.Definitions(
-        assets=build_privstage_assets("pipeline.yaml"),
-        resources={"spark": SparkResource(), "privstage_keys": KeyProviderResource()},
+        assets=build_privstage_assets(
+            "pipeline.yaml", dp_partitions_def=dg.MonthlyPartitionsDefinition(start_date="2024-01-01")
+        ),
+        resources={
+            "spark": SparkResource(),
+            "privstage_keys": KeyProviderResource(),
+            "privstage_ledger": BudgetLedgerResource(url=dg.EnvVar("PRIVSTAGE_LEDGER_URL")),  # DP stages
+        },
     )
 """
 
 from privstage_dagster.factories import build_privstage_assets
-from privstage_dagster.resources import KeyProviderResource, SparkResource
+from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
-__all__ = ["KeyProviderResource", "SparkResource", "build_privstage_assets"]
+__all__ = ["BudgetLedgerResource", "KeyProviderResource", "SparkResource", "build_privstage_assets"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from dagster import Failure
 
-from privstage.errors import PrivstageError
+from privstage.errors import BudgetExceeded, PrivstageError
 
 __all__ = ["failure_from"]
 
@@ -31,6 +31,10 @@ def failure_from(exc: PrivstageError) -> Failure:
     }
     if exc.stage:
         metadata["stage"] = exc.stage
+    if isinstance(exc, BudgetExceeded):  # exact budget text: requested versus remaining, and where
+        for name in ("ledger_key", "requested", "remaining"):
+            if getattr(exc, name, None) is not None:
+                metadata[name] = str(getattr(exc, name))
     manifest = getattr(exc, "manifest", None)
     if manifest is not None:
         stages = manifest.to_dict()["stages"]

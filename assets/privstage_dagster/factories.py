@@ -3,6 +3,14 @@
 The factory is thin: it parses the spec once, declares assets and their blocking checks, and at
 run time calls :func:`privstage.engine.run_pipeline` for one stage, then reports the manifest.
 Guards, keys, atomic commits and every privacy decision stay in the engine.
+
+``dp_aggregate`` stages also need the ``privstage_ledger`` resource (:class:`BudgetLedgerResource`)
+and, when they aggregate one partition per run, a partitions definition (``dp_partitions_def``, e.g.
+``MonthlyPartitionsDefinition``): the asset's partition key (``2025-12-01``) is the engine's partition,
+which the stage truncates to its granularity (the month ``2025-12``). The release is identified by its
+ledger key (pipeline, stage, dataset, period, partition), not by the Dagster run: a step retry, a
+re-execution and a second materialization of the same partition get the committed release back,
+byte for byte, and spend nothing.
 """
 
 # No ``from __future__ import annotations`` here: Dagster reads the compute function's annotations
@@ -30,9 +38,9 @@ from privstage.errors import GuardFailed, PrivstageError, SpecError
 from privstage.spec import PipelineSpec, StageSpec, load_spec
 from privstage_dagster._errors import failure_from
 from privstage_dagster.checks import check_results_from_guards, check_specs_for_stage
-from privstage_dagster.resources import KeyProviderResource, SparkResource
+from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
-__all__ = ["build_privstage_assets", "materialization_metadata", "run_key_for"]
+__all__ = ["build_privstage_assets", "dp_release_metadata", "materialization_metadata", "run_key_for"]
 
 
 def run_key_for(context: AssetExecutionContext) -> str:
@@ -66,7 +74,42 @@ def materialization_metadata(manifest: Mapping[str, Any], stage: str) -> dict[st
     }
     if manifest.get("partition") is not None:
         metadata["partition"] = manifest["partition"]
+    metadata.update(dp_release_metadata(entry))
     return metadata
+
+
+def dp_release_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A DP stage's release as asset metadata (empty for other stages): ledger key, ε/δ spent, sha256.
+
+    ``epsilon_spent`` / ``delta_spent`` are what this materialization charged to the ledger: ``"0"`` when
+    it returned a release committed earlier (``reused_release``). Budgets stay exact decimal text.
+    """
+    dp = (entry.get("details") or {}).get("dp")
+    if entry.get("kind") != "dp_aggregate" or not dp:
+        return {}
+    reused = entry.get("status") == "reused" or bool(dp.get("reused_release"))
+    budget = dp.get("budget") or {}
+    return {
+        "privstage/ledger_key": dp.get("ledger_key"),
+        "privstage/budget_dataset": dp.get("dataset"),
+        "privstage/budget_period": dp.get("period"),
+        "release_epsilon": budget.get("epsilon"),
+        "release_delta": budget.get("delta"),
+        "epsilon_spent": "0" if reused else budget.get("epsilon"),
+        "delta_spent": "0" if reused else budget.get("delta"),
+        "release_sha256": dp.get("release_sha256"),
+        "reused_release": reused,
+    }
+
+
+def _needs_partition(stage: StageSpec) -> bool:
+    """True when a run of ``stage`` fails without a partition (a partitioned DP stage or output, a dated period)."""
+    budget = getattr(stage, "budget", None)
+    return (
+        getattr(stage, "partition", None) is not None
+        or "{partition}" in stage.output.path
+        or (budget is not None and "{" in budget.period)
+    )
 
 
 def _stage_asset(
@@ -81,24 +124,13 @@ def _stage_asset(
     asset_key = AssetKey([*prefix, stage.name])
     deps = [AssetKey([*prefix, stage.input.stage])] if stage.input.stage else []
     output_path = spec.resolve_path(stage.output.path)
+    uses_ledger = stage.kind == "dp_aggregate"
 
-    @asset(
-        key=asset_key,
-        deps=deps,
-        check_specs=check_specs_for_stage(stage, asset_key),
-        group_name=group_name,
-        partitions_def=partitions_def,
-        retry_policy=retry_policy,
-        description=stage.description or f"privstage {stage.kind} stage '{stage.name}' of '{spec.name}'.",
-        metadata={
-            "privstage/pipeline": spec.name,
-            "privstage/kind": stage.kind,
-            "output": MetadataValue.path(output_path),
-        },
-        kinds={"spark", "privstage"},
-    )
-    def _compute(
-        context: AssetExecutionContext, spark: SparkResource, privstage_keys: KeyProviderResource
+    def run(
+        context: AssetExecutionContext,
+        spark: SparkResource,
+        privstage_keys: KeyProviderResource,
+        privstage_ledger: BudgetLedgerResource | None,
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
         run_context = RunContext(
             run_key=run_key_for(context),
@@ -110,8 +142,15 @@ def _stage_asset(
         try:
             session = spark.get_session(spec.spark)
             keys = privstage_keys.get_provider(spec.state_path(), base_dir=spec.base_dir, default=spec.keys)
+            ledger = privstage_ledger.ledger_url(spec.state_path()) if privstage_ledger is not None else None
             manifest = run_pipeline(
-                spec, stages=[stage.name], context=run_context, spark=session, keys=keys, progress=False
+                spec,
+                stages=[stage.name],
+                context=run_context,
+                spark=session,
+                keys=keys,
+                progress=False,
+                ledger=ledger,
             )
         except GuardFailed as exc:
             # Record what the guards found, then stop: the output was not committed.
@@ -130,7 +169,44 @@ def _stage_asset(
             check_results=check_results_from_guards(entry["guards"], asset_key=asset_key, selected=selected),
         )
 
-    return _compute
+    # Dagster finds an asset's resources in its compute function's signature: DP stages ask for the ledger.
+    if uses_ledger:
+
+        def compute(
+            context: AssetExecutionContext,
+            spark: SparkResource,
+            privstage_keys: KeyProviderResource,
+            privstage_ledger: BudgetLedgerResource,
+        ) -> Iterator[MaterializeResult | AssetCheckResult]:
+            yield from run(context, spark, privstage_keys, privstage_ledger)
+
+    else:
+
+        def compute(  # type: ignore[misc]
+            context: AssetExecutionContext, spark: SparkResource, privstage_keys: KeyProviderResource
+        ) -> Iterator[MaterializeResult | AssetCheckResult]:
+            yield from run(context, spark, privstage_keys, None)
+
+    metadata: dict[str, Any] = {
+        "privstage/pipeline": spec.name,
+        "privstage/kind": stage.kind,
+        "output": MetadataValue.path(output_path),
+    }
+    if uses_ledger:
+        metadata["privstage/budget_dataset"] = stage.budget.dataset  # type: ignore[union-attr]
+        metadata["privstage/budget_period"] = stage.budget.period  # type: ignore[union-attr]
+        metadata["privstage/release_epsilon"] = str(stage.total_budget().epsilon)  # type: ignore[union-attr]
+    return asset(
+        key=asset_key,
+        deps=deps,
+        check_specs=check_specs_for_stage(stage, asset_key),
+        group_name=group_name,
+        partitions_def=partitions_def,
+        retry_policy=retry_policy,
+        description=stage.description or f"privstage {stage.kind} stage '{stage.name}' of '{spec.name}'.",
+        metadata=metadata,
+        kinds={"spark", "privstage"},
+    )(compute)
 
 
 def _guard_reports(exc: GuardFailed, stage: str) -> list[Mapping[str, Any]]:
@@ -149,12 +225,14 @@ def build_privstage_assets(
     group_name: str | None = None,
     key_prefix: str | Sequence[str] | None = None,
     partitions_def: PartitionsDefinition | None = None,
+    dp_partitions_def: PartitionsDefinition | None = None,
     retry_policy: RetryPolicy | None = None,
 ) -> list[AssetsDefinition]:
     """One Dagster asset per stage of a privstage pipeline.
 
     The assets need two resources: ``spark`` (:class:`SparkResource`) and ``privstage_keys``
-    (:class:`KeyProviderResource`). Asset keys are the stage names (under ``key_prefix``); a stage
+    (:class:`KeyProviderResource`); ``dp_aggregate`` assets also need ``privstage_ledger``
+    (:class:`BudgetLedgerResource`). Asset keys are the stage names (under ``key_prefix``); a stage
     reading another stage's output depends on its asset. Each asset declares blocking checks for
     its guards (see :mod:`privstage_dagster.checks`).
 
@@ -165,17 +243,29 @@ def build_privstage_assets(
         group_name: Dagster asset group; default the pipeline name.
         key_prefix: prefix of every asset key.
         partitions_def: partitions of every asset; the engine receives the partition key.
-        retry_policy: applies to retryable errors only (privstage's non-retryable errors bypass it).
+        dp_partitions_def: partitions of the ``dp_aggregate`` assets (instead of ``partitions_def``), e.g.
+            ``MonthlyPartitionsDefinition`` for a stage with ``partition: {granularity: month}``. A
+            partitioned DP asset may depend on an unpartitioned one (the whole pseudonymized table).
+        retry_policy: applies to retryable errors only (privstage's non-retryable errors, among them
+            ``BudgetExceeded``, bypass it).
 
     Raises:
-        SpecError: the spec cannot be read or is invalid (at definition time, before any run).
+        SpecError: the spec cannot be read or is invalid, or a stage that needs a partition per run
+            (a partitioned DP stage, a ``{partition}`` output, a dated budget period) has no partitions
+            definition (at definition time, before any run).
 
     Example:
         .. code-block:: python
 
             defs = dg.Definitions(
-                assets=build_privstage_assets("pipeline.yaml"),
-                resources={"spark": SparkResource(), "privstage_keys": KeyProviderResource()},
+                assets=build_privstage_assets(
+                    "pipeline.yaml", dp_partitions_def=dg.MonthlyPartitionsDefinition(start_date="2024-01-01")
+                ),
+                resources={
+                    "spark": SparkResource(),
+                    "privstage_keys": KeyProviderResource(),
+                    "privstage_ledger": BudgetLedgerResource(url=dg.EnvVar("PRIVSTAGE_LEDGER_URL")),
+                },
             )
     """
     if isinstance(spec, PipelineSpec):
@@ -185,14 +275,24 @@ def build_privstage_assets(
     else:
         pipeline = load_spec(Path(spec), base_dir=base_dir)
     prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix or [])
-    return [
-        _stage_asset(
-            pipeline,
-            stage,
-            prefix=prefix,
-            group_name=group_name or pipeline.name,
-            partitions_def=partitions_def,
-            retry_policy=retry_policy,
+    assets = []
+    for stage in pipeline.stages:
+        stage_partitions = dp_partitions_def if stage.kind == "dp_aggregate" and dp_partitions_def else partitions_def
+        if stage_partitions is None and _needs_partition(stage):
+            option = "dp_partitions_def" if stage.kind == "dp_aggregate" else "partitions_def"
+            raise SpecError(
+                f"runs of this stage need a partition (it aggregates or writes one per run); pass {option}="
+                "(e.g. dg.MonthlyPartitionsDefinition(start_date=...)) to build_privstage_assets",
+                stage=stage.name,
+            )
+        assets.append(
+            _stage_asset(
+                pipeline,
+                stage,
+                prefix=prefix,
+                group_name=group_name or pipeline.name,
+                partitions_def=stage_partitions,
+                retry_policy=retry_policy,
+            )
         )
-        for stage in pipeline.stages
-    ]
+    return assets

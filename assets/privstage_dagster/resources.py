@@ -1,9 +1,12 @@
-"""Dagster resources: where Spark runs and where keys come from.
+"""Dagster resources: where Spark runs, where keys come from, where the privacy-budget ledger lives.
 
-Both resources hold configuration only (URLs, paths, ids): never key material. Their fields are
-shown in the Dagster UI and stored with every run, so a value that looks like a key is refused.
-Each resource builds the engine's own objects (:class:`~privstage.spec.SparkSpec`, a ``KeysSpec``)
-and calls the engine's factories; there is no Spark or key logic here.
+The resources hold configuration only (URLs, paths, ids): never key material. Their fields are
+shown in the Dagster UI and stored with every run, so a value that looks like a key is refused, and
+the ledger URL (which may hold a database password) belongs in an environment variable that the
+resource names (``BudgetLedgerResource(url=dg.EnvVar("PRIVSTAGE_LEDGER_URL"))``: Dagster stores the
+variable's name, not its value). Each resource builds the engine's own objects
+(:class:`~privstage.spec.SparkSpec`, a ``KeysSpec``, a :class:`~privstage.budget.BudgetLedger`) and calls
+the engine's factories; there is no Spark, key or budget logic here.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from privstage.spec import KeysSpec, SparkSpec
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
+    from privstage.budget import BudgetLedger
     from privstage.keys.base import KeyProvider
 
-__all__ = ["KeyProviderResource", "SparkResource"]
+__all__ = ["BudgetLedgerResource", "KeyProviderResource", "SparkResource"]
 
 _KEYS_SPEC: TypeAdapter[KeysSpec] = TypeAdapter(KeysSpec)
 
@@ -145,3 +149,47 @@ class KeyProviderResource(ConfigurableResource):
         except ValueError as exc:
             raise SpecError(str(exc)) from None
         return provider_from_spec(spec, state_dir=Path(state_dir), base_dir=base_dir)
+
+
+class BudgetLedgerResource(ConfigurableResource):
+    """The privacy-budget ledger that ``dp_aggregate`` assets spend from (SQLite or PostgreSQL).
+
+    Unset, the engine's default applies: ``$PRIVSTAGE_LEDGER_URL``, the file named by
+    ``$PRIVSTAGE_LEDGER_URL_FILE`` (a mounted Secret), else ``<state_dir>/ledger.db`` beside the pipeline.
+    A URL with a password belongs in an environment variable: ``url=dg.EnvVar("PRIVSTAGE_LEDGER_URL")``
+    keeps it out of the run storage and the UI. The resource never logs the URL; the ledger shows it with
+    the password hidden.
+
+    Example:
+        .. code-block:: python
+
+            BudgetLedgerResource(url=dg.EnvVar("PRIVSTAGE_LEDGER_URL"))
+    """
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL (postgresql+psycopg://user@host:5432/db or sqlite:///path/ledger.db); "
+        "use dg.EnvVar for one with a password. Default: the engine's ($PRIVSTAGE_LEDGER_URL, "
+        "$PRIVSTAGE_LEDGER_URL_FILE, <state_dir>/ledger.db).",
+    )
+    timeout: float = Field(30.0, gt=0, description="Seconds to wait for a connection or SQLite's write lock.")
+
+    def ledger_url(self, state_dir: str | Path) -> str:
+        """The URL the ledger opens (password included: hand it to the engine only, never to a log).
+
+        Raises:
+            SpecError: ``$PRIVSTAGE_LEDGER_URL_FILE`` names a file that cannot be read.
+        """
+        from privstage.budget import resolve_ledger_url
+
+        return resolve_ledger_url(state_dir, self.url or None)
+
+    def open(self, state_dir: str | Path) -> BudgetLedger:
+        """Open the ledger (close it after use; it is a context manager).
+
+        Raises:
+            SpecError: the URL is invalid or names a backend other than SQLite or PostgreSQL.
+        """
+        from privstage.budget import BudgetLedger
+
+        return BudgetLedger(self.ledger_url(state_dir), timeout=self.timeout)

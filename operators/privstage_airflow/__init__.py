@@ -2,11 +2,13 @@
 
 Public API::
 
-    from privstage_airflow import PrivacyPipelineOperator, PseudonymizeOperator, PrivstageHook
+    from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PseudonymizeOperator, PrivstageHook
 
 Operators are thin: they build a :class:`privstage.spec.PipelineSpec`, call
 :func:`privstage.engine.run_pipeline` and translate errors (spec, guard, budget, integrity and HE
 parameter failures fail the task without retries). The run manifest is the task's XCom.
+:class:`DPAggregateOperator` publishes one differentially private release per partition; its ledger
+key, not the attempt, identifies the release, so retries and re-runs spend once.
 
 Names are imported on first access. Airflow imports ``privstage_airflow.get_provider_info`` (and
 with it this package) whenever it lists providers; an eager import of the operators here would make
@@ -22,6 +24,7 @@ from privstage.__about__ import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from privstage_airflow.hooks.privstage import PrivstageHook
+    from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
     from privstage_airflow.operators.pipeline import (
         PrivacyPipelineOperator,
         PrivstageOperatorBase,
@@ -29,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
 
 __all__ = [
+    "DPAggregateOperator",
     "PrivacyPipelineOperator",
     "PrivstageHook",
     "PrivstageOperatorBase",
@@ -37,6 +41,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "DPAggregateOperator": "privstage_airflow.operators.dp_aggregate",
     "PrivacyPipelineOperator": "privstage_airflow.operators.pipeline",
     "PrivstageOperatorBase": "privstage_airflow.operators.pipeline",
     "PseudonymizeOperator": "privstage_airflow.operators.pipeline",

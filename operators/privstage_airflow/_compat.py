@@ -9,5 +9,6 @@ from __future__ import annotations
 
 from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.log import mask_secret
 
-__all__ = ["AirflowFailException", "AirflowNotFoundException", "BaseHook", "BaseOperator", "Context"]
+__all__ = ["AirflowFailException", "AirflowNotFoundException", "BaseHook", "BaseOperator", "Context", "mask_secret"]

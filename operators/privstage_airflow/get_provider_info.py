@@ -28,7 +28,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": PACKAGE_NAME,
         "name": "privstage",
-        "description": "Guarded privacy stages (pseudonymization and more) for Spark pipelines.",
+        "description": "Guarded privacy stages (pseudonymization, differentially private releases and more) "
+        "for Spark pipelines.",
         "versions": [__version__],
         "integrations": [
             {
@@ -37,7 +38,12 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             }
         ],
-        "operators": [{"integration-name": "privstage", "python-modules": ["privstage_airflow.operators.pipeline"]}],
+        "operators": [
+            {
+                "integration-name": "privstage",
+                "python-modules": ["privstage_airflow.operators.pipeline", "privstage_airflow.operators.dp_aggregate"],
+            }
+        ],
         "hooks": [{"integration-name": "privstage", "python-modules": ["privstage_airflow.hooks.privstage"]}],
         "connection-types": [
             {

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from privstage_airflow.hooks.privstage import ConnectionSettings, PrivstageHook
+from privstage_airflow.hooks.privstage import ConnectionSettings, PrivstageHook, ledger_url_from_connection
 
-__all__ = ["ConnectionSettings", "PrivstageHook"]
+__all__ = ["ConnectionSettings", "PrivstageHook", "ledger_url_from_connection"]

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
 from privstage_airflow.operators.pipeline import (
     PrivacyPipelineOperator,
     PrivstageOperatorBase,
     PseudonymizeOperator,
+    dp_release_summary,
     run_context_from,
 )
 
-__all__ = ["PrivacyPipelineOperator", "PrivstageOperatorBase", "PseudonymizeOperator", "run_context_from"]
+__all__ = [
+    "DPAggregateOperator",
+    "PrivacyPipelineOperator",
+    "PrivstageOperatorBase",
+    "PseudonymizeOperator",
+    "dp_release_summary",
+    "run_context_from",
+]

@@ -27,14 +27,50 @@ if TYPE_CHECKING:  # pragma: no cover
     from privstage.engine import RunContext
     from privstage.spec import PipelineSpec
 
-__all__ = ["PrivacyPipelineOperator", "PrivstageOperatorBase", "PseudonymizeOperator", "run_context_from"]
+__all__ = [
+    "PrivacyPipelineOperator",
+    "PrivstageOperatorBase",
+    "PseudonymizeOperator",
+    "dp_release_summary",
+    "run_context_from",
+]
 
 
-def run_context_from(context: Context) -> RunContext:
+def dp_release_summary(stage: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a DP stage's manifest entry says about its release; ``None`` for other stages.
+
+    ``epsilon_spent`` / ``delta_spent`` are what *this run* charged to the ledger: zero when it returned
+    a release committed earlier (a retry, a re-run of the same partition), which is what ``reused`` says.
+    """
+    dp = (stage.get("details") or {}).get("dp")
+    if stage.get("kind") != "dp_aggregate" or not dp or stage.get("status") not in ("succeeded", "reused"):
+        return None
+    reused = stage["status"] == "reused" or bool(dp.get("reused_release"))
+    budget = dp.get("budget") or {}
+    return {
+        "ledger_key": dp.get("ledger_key"),
+        "dataset": dp.get("dataset"),
+        "period": dp.get("period"),
+        "partition": dp.get("partition"),
+        "budget": budget,
+        "epsilon_spent": "0" if reused else budget.get("epsilon"),
+        "delta_spent": "0" if reused else budget.get("delta"),
+        "release_sha256": dp.get("release_sha256"),
+        "reused": reused,
+        "output": stage.get("output"),
+    }
+
+
+def run_context_from(context: Context, partition: str | None = None) -> RunContext:
     """The engine's run context for an Airflow task instance.
 
     The run key names the DAG, run, task (and map index) but not the attempt, so every retry of one
     task instance shares it and the engine can reconnect to what an earlier attempt did.
+
+    The partition (what a DP stage aggregates, and part of its ledger key) is, first match wins:
+    ``partition`` (the operator's rendered argument), the DAG run's ``partition_key`` (Airflow 3.2+
+    partitioned timetables such as ``CronPartitionTimetable``), the run's logical date (ISO 8601).
+    A run with none of them (``logical_date=None``) has no partition.
     """
     from privstage.engine import RunContext
 
@@ -43,11 +79,15 @@ def run_context_from(context: Context) -> RunContext:
     map_index = getattr(ti, "map_index", -1)
     if map_index is not None and map_index >= 0:
         run_key += f"/{map_index}"
-    logical_date = context.get("logical_date")
+    if not partition:
+        partition = context.get("partition_key") or None
+    if not partition:
+        logical_date = context.get("logical_date")
+        partition = logical_date.isoformat() if logical_date is not None else None
     return RunContext(
         run_key=run_key,
         orchestrator="airflow",
-        partition=logical_date.isoformat() if logical_date is not None else None,
+        partition=partition,
         attempt=int(ti.try_number or 1),
     )
 
@@ -57,13 +97,31 @@ class PrivstageOperatorBase(BaseOperator):
 
     Subclasses only say which spec to run by implementing :meth:`build_spec`.
 
+    **Partitions.** A DP stage aggregates one partition of its input per run (a month, say) and
+    charges it to the ledger under the key (pipeline, stage, dataset, period, partition). By default the
+    partition is the DAG run's ``partition_key`` if it has one, else its logical date; the stage
+    truncates it to its granularity (``2025-12-01T00:00:00+00:00`` is the month ``2025-12``). For a
+    monthly release of the month that just ended, schedule with data intervals,
+    ``schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC")``: the run that starts on
+    2026-01-01 covers [2025-12-01, 2026-01-01) and its logical date is 2025-12-01, the month it
+    releases. (With ``"@monthly"`` Airflow 3 uses ``CronTriggerTimetable``, whose logical date is the
+    trigger time, i.e. the month that is just *starting*: there, pass
+    ``partition="{{ macros.ds_add(ds, -1) }}"`` or use ``CronPartitionTimetable(..., run_offset=-1)``.)
+    Every retry, clear and re-run of the same month shares the ledger key: one spend, one release.
+
     Args:
         base_dir: relative dataset paths resolve against this folder (templated; empty means the
             default of the spec source).
         report_path: also write the JSON run report (and an HTML page beside it) here (templated).
         overwrite: replace existing outputs atomically whatever the spec's ``output.mode`` says;
             ``False`` leaves the decision to the spec.
+        partition: the run's data partition (templated, e.g. ``"{{ params.month }}"``); empty means the
+            DAG run's partition key, else its logical date.
         privstage_conn_id: Airflow connection with Spark / key-directory overrides; ``None`` for none.
+        ledger_conn_id: the budget ledger's connection (type ``postgres`` or ``sqlite``); the default
+            ``privstage_ledger_default`` may be missing; ``None`` reads none.
+        ledger_url: a ledger URL that wins over the connection. Not templated (a rendered value is
+            stored in the metadata DB); keep passwords in a connection instead.
     """
 
     ui_color = "#e3f2e8"
@@ -74,19 +132,25 @@ class PrivstageOperatorBase(BaseOperator):
         base_dir: str | None = None,
         report_path: str | None = None,
         overwrite: bool = False,
+        partition: str | None = None,
         privstage_conn_id: str | None = PrivstageHook.default_conn_name,
+        ledger_conn_id: str | None = PrivstageHook.default_ledger_conn_name,
+        ledger_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.base_dir = base_dir
         self.report_path = report_path
         self.overwrite = overwrite
+        self.partition = partition
         self.privstage_conn_id = privstage_conn_id
+        self.ledger_conn_id = ledger_conn_id
+        self.ledger_url = ledger_url
 
     @cached_property
     def hook(self) -> PrivstageHook:
         """The hook, created on first use (never while the DAG file is parsed)."""
-        return PrivstageHook(self.privstage_conn_id)
+        return PrivstageHook(self.privstage_conn_id, ledger_conn_id=self.ledger_conn_id, ledger_url=self.ledger_url)
 
     def build_spec(self) -> PipelineSpec:
         """The pipeline this task runs (after templates are rendered).
@@ -110,7 +174,7 @@ class PrivstageOperatorBase(BaseOperator):
         """
         from privstage.engine import run_pipeline
 
-        run_context = run_context_from(context)
+        run_context = run_context_from(context, self.partition or None)
         with translate_errors():
             spec = self.build_spec()
             try:
@@ -123,6 +187,7 @@ class PrivstageOperatorBase(BaseOperator):
                     progress=False,
                     report_path=self.report_path or None,
                     overwrite=True if self.overwrite else None,
+                    ledger=self.hook.get_ledger_url(),
                 )
             except PrivstageError as exc:
                 partial = getattr(exc, "manifest", None)
@@ -136,10 +201,11 @@ class PrivstageOperatorBase(BaseOperator):
     def log_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Log what ran: stage names, row counts, key ids and versions, guard verdicts. Never values."""
         self.log.info(
-            "privstage pipeline %s %s (run key %s, attempt %s, %s stage(s))",
+            "privstage pipeline %s %s (run key %s, partition %s, attempt %s, %s stage(s))",
             manifest["pipeline"],
             manifest["status"],
             manifest["run_key"],
+            manifest.get("partition"),
             manifest.get("attempt"),
             len(manifest["stages"]),
         )
@@ -156,6 +222,17 @@ class PrivstageOperatorBase(BaseOperator):
                 summary.get("passed", 0),
                 summary.get("failed", 0),
             )
+            release = dp_release_summary(stage)
+            if release is not None:
+                self.log.info(
+                    "stage %s: DP release %s, epsilon spent by this run %s (release budget %s), release sha256 %s%s",
+                    stage["name"],
+                    release["ledger_key"],
+                    release["epsilon_spent"],
+                    release["budget"],
+                    release["release_sha256"],
+                    " (the committed release was reused)" if release["reused"] else "",
+                )
             for report in stage.get("guards", []):
                 for outcome in report["outcomes"]:
                     if not outcome["success"]:
@@ -178,7 +255,7 @@ class PrivacyPipelineOperator(PrivstageOperatorBase):
         **kwargs: see :class:`PrivstageOperatorBase` and Airflow's ``BaseOperator``.
     """
 
-    template_fields: Sequence[str] = ("spec_path", "stages", "base_dir", "report_path")
+    template_fields: Sequence[str] = ("spec_path", "stages", "base_dir", "report_path", "partition")
 
     def __init__(self, *, spec_path: str, stages: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -220,7 +297,7 @@ class PseudonymizeOperator(PrivstageOperatorBase):
         **kwargs: see :class:`PrivstageOperatorBase` and Airflow's ``BaseOperator``.
     """
 
-    template_fields: Sequence[str] = ("input_path", "output_path", "key_id", "base_dir", "report_path")
+    template_fields: Sequence[str] = ("input_path", "output_path", "key_id", "base_dir", "report_path", "partition")
 
     def __init__(
         self,
