@@ -103,11 +103,12 @@ class PlanEnv:
                 self._owned = True
         return self._ledger
 
-    def check_budget(self, key: Any, budget: Any, total: Any, *, stage: str) -> bool:
+    def check_budget(self, key: Any, budget: Any, total: Any, *, stage: str) -> str | None:
         """Check that ``budget`` fits the ledger for ``key`` (with this run's other stages). No write.
 
         Returns:
-            True when ``key`` is already committed: the release exists, nothing will be spent.
+            The sha256 of the committed release when ``key`` is already committed (nothing will be spent),
+            else ``None``.
 
         Raises:
             SpecError: the ledger's declared total for the dataset and period differs from the spec's.
@@ -119,7 +120,7 @@ class PlanEnv:
         ledger = self.ledger()
         spend = ledger.spend(key)
         if spend is not None and spend.state == "committed":
-            return True
+            return spend.release_sha256
         declared = ledger.declared(key.dataset, key.period)
         if declared is not None and declared != total:
             raise SpecError(
@@ -144,7 +145,7 @@ class PlanEnv:
                 ledger_key=str(key),
             )
         planned.append(budget)
-        return False
+        return None
 
     def close(self) -> None:
         if self._ledger is not None and self._owned:

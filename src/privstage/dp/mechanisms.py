@@ -396,6 +396,8 @@ class GeometricNoise(_IntegerNoise):
 
 def _geometric_half_width(q: float, level: float = _CI_LEVEL) -> int:
     """Smallest h with P(|Z| > h) = 2q^(h+1)/(1+q) <= 1 - level (0.05 by default)."""
+    if q == 0.0:  # ε/Δ beyond about 745: q underflows and every draw is 0
+        return 0
     tail = (1 - level) * (1 + q) / 2
     h = max(0, math.ceil(math.log(tail) / math.log(q)) - 1)
     while h > 0 and 2 * q**h / (1 + q) <= 1 - level:

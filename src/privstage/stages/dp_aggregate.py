@@ -179,16 +179,21 @@ class DPAggregatePlan:
     sensitivities: dict[str, dict[str, int]]
     scale: int
     ledger: Callable[[], BudgetLedger] = field(repr=False)
-    already_committed: bool = False
+    release_sha256: str | None = None  # set when the ledger holds the committed release (or once this run made it)
+
+    @property
+    def already_committed(self) -> bool:
+        return self.release_sha256 is not None
 
     @property
     def key_versions(self) -> dict[str, int]:
         return {}
 
     @property
-    def reuse_key(self) -> str:
-        """Outputs committed under this ledger key are this release (a retry reuses them)."""
-        return str(self.ledger_key)
+    def reuse_key(self) -> str | None:
+        """An output committed with this key is this release: the ledger key and the committed release's sha256
+        (an output of another ledger, or of a release the ledger does not hold, is never taken for it)."""
+        return None if self.release_sha256 is None else f"{self.ledger_key}@{self.release_sha256}"
 
     def describe(self) -> dict[str, Any]:
         """The budget allocation and noise, for ``privstage plan`` and the run report."""
@@ -446,7 +451,7 @@ def plan(stage: DPAggregateStage, schema: StructType, keys: KeyProvider, *, env:
     key = LedgerKey(env.pipeline, stage.name, stage.budget.dataset, period, partition_key)
     budget = stage.total_budget()
     total = stage.budget.total.budget
-    already = env.check_budget(key, budget, total, stage=stage.name)
+    committed_sha256 = env.check_budget(key, budget, total, stage=stage.name)
     detail = DPAggregatePlan(
         stage=stage,
         pipeline=env.pipeline,
@@ -464,7 +469,7 @@ def plan(stage: DPAggregateStage, schema: StructType, keys: KeyProvider, *, env:
         sensitivities=table,
         scale=scale,
         ledger=env.ledger,
-        already_committed=already,
+        release_sha256=committed_sha256,
     )
     detail.output_schema = _output_schema(detail)
     return detail
@@ -841,6 +846,7 @@ def produce(df: DataFrame, p: DPAggregatePlan, *, spark: SparkSession, run: Any)
             ledger.release(held)
             raise
         details["dp"].update(extra, reused_release=False, release_sha256=hashlib.sha256(release).hexdigest())
+    p.release_sha256 = hashlib.sha256(release).hexdigest()  # the output's manifest names the release it holds
     frame = spark.createDataFrame(decode_release(release, p.output_schema), p.output_schema).coalesce(1)
 
     def before_commit() -> list[GuardOutcome]:
