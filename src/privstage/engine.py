@@ -82,6 +82,7 @@ class PlanEnv:
         ledger: BudgetLedger | str | None = None,
     ) -> None:
         self.pipeline = spec.name
+        self.spark: SparkSession | None = None  # set by plan_pipeline
         self.run_key = run_key
         self.partition = partition
         self._spec = spec
@@ -292,6 +293,7 @@ def plan_pipeline(
         KeyUnavailable: a key id cannot be fetched.
     """
     env = env or PlanEnv(spec, run_key=run_key, partition=None)
+    env.spark = spark
     selected = list(stages) if stages else [s.name for s in spec.stages]
     for name in selected:
         spec.stage(name)  # raises SpecError for an unknown name

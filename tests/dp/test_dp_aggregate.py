@@ -264,6 +264,8 @@ def test_release_equals_brute_force_reference_when_noise_is_zero(spark, tmp_path
     assert set(got["visits_ci95"]) == {0.0}
     stage = manifest.stages[0]
     assert stage.status == "succeeded" and stage.rows_out == 4
+    checks = {(o.check, o.success) for report in stage.guards for o in report.outcomes}
+    assert {("release_schema", True), ("release_groups", True), ("ledger_within_budget", True)} <= checks
     assert stage.details["dp"]["reused_release"] is False
     assert stage.details["dp"]["release_sha256"] == hashlib.sha256(release(tmp_path)).hexdigest()
 
@@ -500,6 +502,48 @@ def test_release_file_is_canonical_json_without_raw_values(spark, tmp_path: Path
     parsed = json.loads(data)
     assert json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode() == data
     assert parsed["ledger_key"] == "dptest/dp/visits/2026/2026-03"
+    accuracy = {a["query"]: a["parts"] for a in parsed["accuracy"]}
+    assert [p["part"] for p in accuracy["mean_cost"]] == ["value_count", "centred_sum"]
+    assert {p["mechanism"] for parts in accuracy.values() for p in parts} == {"geometric"}
     text = data.decode() + (tmp_path / "out" / "dp" / "2026-03" / "_privstage_manifest.json").read_text()
     assert not any(f"p{i:02d}" in text for i in range(30))  # no privacy unit id leaks into release or manifest
     assert LedgerKey.parse(parsed["ledger_key"]).partition == "2026-03"
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: plan shows the allocation, run spends, budget show lists it, exit code 5
+# ---------------------------------------------------------------------------------------------
+def test_cli_plan_run_budget_show_and_budget_exceeded(spark, tmp_path: Path, capsys) -> None:
+    from privstage.cli import main
+    from privstage.errors import EXIT_CODES
+
+    write_input(spark, tmp_path)
+    spec_path = tmp_path / "pipeline.yaml"
+    stage = stage_yaml(
+        **queries("name: visits, type: count, epsilon: 1/2", "name: units, type: count_units, epsilon: 1/4"),
+        budget="{dataset: visits, period: '{year}', total: {epsilon: 1}}",
+    )
+    spec_path.write_text(f"name: dptest\nstages:\n{stage}", encoding="utf-8")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    common = [str(spec_path), "--ledger", ledger]
+
+    assert main(["plan", *common, "--partition", "2026-03"]) == 0
+    out = capsys.readouterr().out
+    assert "ledger  dptest/dp/visits/2026/2026-03 (fits what remains)" in out
+    assert "budget  ε=0.75 δ=0 of the declared ε=1 δ=0 for visits / 2026" in out
+    assert "query   visits (count) ε=0.5 δ=0: count geometric scale 18" in out
+
+    assert main(["run", *common, "--partition", "2026-03", "--no-progress"]) == 0
+    assert main(["plan", *common, "--partition", "2026-03"]) == 0
+    assert "already committed" in capsys.readouterr().out
+    assert main(["budget", "show", "--ledger", ledger]) == 0
+    shown = capsys.readouterr().out
+    assert "visits / 2026: total (ε=1, δ=0), committed (ε=0.75, δ=0)" in shown
+    assert "committed ε=0.75 δ=0  dptest/dp/visits/2026/2026-03" in shown
+
+    assert main(["run", *common, "--partition", "2026-04", "--no-progress"]) == EXIT_CODES["BudgetExceeded"] == 5
+    err = capsys.readouterr().err
+    assert "BudgetExceeded" in err and "remaining (ε=0.25" in err.replace("\n", "")
+    assert not (tmp_path / "out" / "dp" / "2026-04").exists()
+    assert main(["run", *common, "--no-progress"]) == EXIT_CODES["SpecError"]
+    assert "has no partition" in capsys.readouterr().err.replace("\n", " ")

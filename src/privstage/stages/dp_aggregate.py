@@ -272,9 +272,8 @@ def _python_value(value: Any, dtype: DataType, where: str, stage: str) -> Any:
     )
 
 
-def _work_schema(stage: DPAggregateStage, schema: StructType) -> StructType:
+def _work_schema(stage: DPAggregateStage, schema: StructType, spark: SparkSession) -> StructType:
     """The input schema plus derived columns (checked by Spark's analyzer on an empty frame)."""
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
     names = schema.fieldNames()
@@ -283,8 +282,6 @@ def _work_schema(stage: DPAggregateStage, schema: StructType) -> StructType:
         raise SpecError(f"derived columns {clash} already exist in the input", stage=stage.name)
     if not stage.derive:
         return schema
-    spark = SparkSession.getActiveSession()
-    assert spark is not None, "plan() runs with an active SparkSession"
     empty = spark.createDataFrame([], schema)
     try:
         derived = empty.select("*", *[F.expr(expr).alias(name) for name, expr in stage.derive.items()])
@@ -362,7 +359,7 @@ def plan(stage: DPAggregateStage, schema: StructType, keys: KeyProvider, *, env:
 
     if env is None:
         raise SpecError("dp_aggregate needs the engine's plan environment (pipeline, partition, ledger)")
-    work = _work_schema(stage, schema)
+    work = _work_schema(stage, schema, env.spark)
     _require(stage, work, stage.privacy_unit, "privacy_unit")
     for name in stage.group_by:
         _require(stage, work, name, "group_by")
@@ -780,6 +777,10 @@ def _compute_release(df: DataFrame, p: DPAggregatePlan) -> tuple[bytes, dict[str
         "budget": p.budget.to_dict(),
         "columns": [f.name for f in p.output_schema.fields],
         "rows": rows,
+        "accuracy": [
+            {"query": q.name, "type": q.type, "parts": [_describe_part(part) for part in p.parts[q.name]]}
+            for q in stage.queries
+        ],
     }
     details = {"invalid_values_dropped": dict(exact.invalid), "groups_released": len(rows)}
     return _canonical(release), details
