@@ -541,7 +541,9 @@ def test_cli_plan_run_budget_show_and_budget_exceeded(spark, tmp_path: Path, cap
     assert "visits / 2026: total (ε=1, δ=0), committed (ε=0.75, δ=0)" in shown
     assert "committed ε=0.75 δ=0  dptest/dp/visits/2026/2026-03" in shown
 
-    assert main(["run", *common, "--partition", "2026-04", "--no-progress"]) == EXIT_CODES["BudgetExceeded"] == 5
+    assert main(["plan", *common, "--partition", "2026-04"]) == EXIT_CODES["BudgetExceeded"] == 5
+    capsys.readouterr()
+    assert main(["run", *common, "--partition", "2026-04", "--no-progress"]) == 5
     err = capsys.readouterr().err
     assert "BudgetExceeded" in err and "remaining (ε=0.25" in err.replace("\n", "")
     assert not (tmp_path / "out" / "dp" / "2026-04").exists()
