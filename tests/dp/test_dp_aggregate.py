@@ -549,3 +549,21 @@ def test_cli_plan_run_budget_show_and_budget_exceeded(spark, tmp_path: Path, cap
     assert not (tmp_path / "out" / "dp" / "2026-04").exists()
     assert main(["run", *common, "--no-progress"]) == EXIT_CODES["SpecError"]
     assert "has no partition" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_mean_and_variance_are_exact_when_bounds_are_not_multiples_of_the_precision(spark, tmp_path: Path) -> None:
+    rows = [("a", "A", date(2026, 3, 1), 10.0), ("b", "A", date(2026, 3, 2), 20.0)]
+    write_input(spark, tmp_path, rows)
+    spec = load(
+        tmp_path,
+        stage_yaml(
+            groups="{public: {dx: [A]}}",
+            **queries(
+                f"name: m, type: mean, column: cost, lower: 0.001, upper: 50, epsilon: {HUGE}",
+                f"name: v, type: variance, column: cost, lower: 0.001, upper: 50, epsilon: {HUGE}",
+            ),
+        ),
+    )
+    run(spec, spark, f"sqlite:///{tmp_path / 'l.db'}")
+    got = output(spark, tmp_path).iloc[0]
+    assert got["m"] == 15.0 and got["v"] == 25.0 and got["m_ci95"] == 0.0

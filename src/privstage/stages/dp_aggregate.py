@@ -677,20 +677,26 @@ def _release_rows(p: DPAggregatePlan, exact: _Exact, keys: list[tuple[Any, ...]]
                 ci = float(part.noise.half_width(_CI) * part.resolution)
                 row += [_fraction_to_decimal(noisy, stage.precision), ci]
             elif q.type in ("mean", "variance"):
-                row += _moment(q, parts, agg)
+                row += _moment(q, parts, agg, p.scale)
             else:
                 row += _binned(q, parts[0], agg, stage.clamp_counts)
         rows.append(row)
     return rows
 
 
-def _moment(q: DPQuery, parts: list[_Part], agg: Mapping[str, int] | None) -> list[Any]:
-    """Noisy mean or variance (post-processed from noisy parts) and its 95% half-width (union bound)."""
+def _moment(q: DPQuery, parts: list[_Part], agg: Mapping[str, int] | None, scale: int) -> list[Any]:
+    """Noisy mean or variance (post-processed from noisy parts) and its 95% half-width (union bound).
+
+    Values were centred on the midpoint of the fixed-point range ``[low, high] / scale`` (the declared bounds
+    rounded inwards to multiples of 1/scale), so the mean is that midpoint plus the centred mean, clamped.
+    """
+    from privstage.dp.bounding import fixed_point_bounds
+
     level = 1 - (1 - _CI) / len(parts)
     noisy = {part.name: _noisy(part, agg[part.name] if agg else 0) for part in parts}
     width = {part.name: part.noise.half_width(level) * part.resolution for part in parts}
-    lower, upper = Fraction(repr(q.lower)), Fraction(repr(q.upper))
-    mid, half = (lower + upper) / 2, (upper - lower) / 2
+    fixed = fixed_point_bounds(Decimal(repr(q.lower)), Decimal(repr(q.upper)), scale)
+    mid, half = Fraction(fixed.low + fixed.high, 2 * scale), Fraction(fixed.high - fixed.low, 2 * scale)
     n, hn = noisy["value_count"], width["value_count"]
     if n < 1:
         return [None, None]
