@@ -12,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from privstage.budget import PrivacyBudget
 from privstage.errors import SpecError
 from privstage.spec import (
+    DPAggregateStage,
     LocalKeyringSpec,
     PipelineSpec,
     PseudonymizeStage,
@@ -84,7 +86,7 @@ def test_clinic_visits_example_parses(tmp_path: Path) -> None:
 
     assert spec.name == "clinic_visits"
     assert isinstance(spec.keys, LocalKeyringSpec)
-    (stage,) = spec.stages
+    stage, dp = spec.stages
     assert isinstance(stage, PseudonymizeStage)
     assert stage.name == "pseudonymize_visits"
     assert [c.column for c in stage.columns] == ["patient_id", "ssn", "email", "name"]
@@ -100,6 +102,19 @@ def test_clinic_visits_example_parses(tmp_path: Path) -> None:
     assert all(e.blocking for e in stage.expect_before + stage.expect_after)
     assert spec.input_path(stage) == str(tmp_path.resolve() / "data" / "visits")
     assert spec.resolve_path(stage.output.path) == str(tmp_path.resolve() / "output" / "visits_pseudonymized")
+
+    # The monthly DP release: per diagnosis and ZIP3, over the pseudonymized visits, a yearly budget.
+    assert isinstance(dp, DPAggregateStage)
+    assert (dp.input.stage, dp.privacy_unit, dp.group_by) == (
+        "pseudonymize_visits",
+        "patient_id",
+        ("diagnosis_code", "zip3"),
+    )
+    assert dp.groups is not None and dp.groups.public is not None
+    assert len(dp.groups.public["diagnosis_code"]) == 40 and len(dp.groups.public["zip3"]) == 327
+    assert [(q.name, q.type) for q in dp.queries] == [("visits", "count"), ("mean_cost", "mean")]
+    assert dp.total_budget() == PrivacyBudget("0.5") and dp.budget.total.budget == PrivacyBudget(6, "1e-6")
+    assert dp.budget.period == "{year}" and dp.partition is not None and dp.partition.granularity == "month"
 
 
 # --------------------------------------------------------------------------------------------
