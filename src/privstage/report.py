@@ -107,6 +107,14 @@ def _html(manifest: dict[str, Any]) -> str:
             + "</li>"
             for g in s["guards"]
         )
+        dp = (s.get("details") or {}).get("dp")
+        if dp:
+            budget, reused = dp["budget"], " (release reused, nothing spent)" if dp.get("reused_release") else ""
+            text = (
+                f"privacy: ε={budget['epsilon']} δ={budget['delta']} charged to {dp['dataset']} / {dp['period']}; "
+                f"ledger key {dp['ledger_key']}{reused}"
+            )
+            guards += f"<li>{html.escape(text)}</li>"
         rows.append(
             "<tr>"
             + "".join(

@@ -23,6 +23,7 @@ from scipy import stats
 from privstage.budget import BudgetLedger, LedgerKey, PrivacyBudget
 from privstage.engine import RunContext, run_pipeline, validate_pipeline
 from privstage.errors import BudgetExceeded, GuardFailed, SpecError
+from privstage.report import write_report
 from privstage.spec import parse_spec
 from privstage.stages.dp_aggregate import RELEASE_NAME, partition_window, render_period
 
@@ -264,6 +265,8 @@ def test_release_equals_brute_force_reference_when_noise_is_zero(spark, tmp_path
     assert set(got["visits_ci95"]) == {0.0}
     stage = manifest.stages[0]
     assert stage.status == "succeeded" and stage.rows_out == 4
+    html_report = write_report(manifest, tmp_path / "report.json").with_suffix(".html").read_text()
+    assert "privacy: ε=" in html_report and "ledger key dptest/dp/visits/2026/2026-03" in html_report
     checks = {(o.check, o.success) for report in stage.guards for o in report.outcomes}
     assert {("release_schema", True), ("release_groups", True), ("ledger_within_budget", True)} <= checks
     assert stage.details["dp"]["reused_release"] is False
