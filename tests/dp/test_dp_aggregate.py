@@ -570,3 +570,35 @@ def test_mean_and_variance_are_exact_when_bounds_are_not_multiples_of_the_precis
     run(spec, spark, f"sqlite:///{tmp_path / 'l.db'}")
     got = output(spark, tmp_path).iloc[0]
     assert got["m"] == 15.0 and got["v"] == 25.0 and got["m_ci95"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("rows", "public", "ok", "counts"),
+    [
+        ([("A", 1), ("B", 2)], [("A",), ("B",)], True, {"missing": 0, "undeclared": 0, "repeated_groups": 0}),
+        ([("A", 1)], [("A",), ("B",)], False, {"missing": 1, "undeclared": 0}),
+        ([("A", 1), ("Z", 2)], [("A",)], False, {"missing": 0, "undeclared": 1}),
+        ([("A", 1), ("A", 2)], [("A",)], False, {"repeated_groups": 1}),
+        ([(None, 1), ("A", 2)], [(None,), ("A",)], True, {"missing": 0, "undeclared": 0}),
+        ([("A", 1), ("A", 2)], None, False, {"repeated_groups": 1}),
+        ([("A", 1), ("B", 2)], None, True, {"rows": 2}),
+    ],
+)
+def test_release_shape_guard_catches_missing_undeclared_and_repeated_groups(spark, rows, public, ok, counts) -> None:
+    from pyspark.sql import types as T
+
+    from privstage.guards.base import GuardContext
+    from privstage.stages.dp_aggregate import ReleaseShapeGuard
+
+    schema = T.StructType([T.StructField("dx", T.StringType()), T.StructField("visits", T.LongType())])
+    guard = ReleaseShapeGuard(schema, ("dx",), None if public is None else tuple(public))
+    data = GuardContext("dp", "after", spark.createDataFrame(rows, schema))
+    outcomes = {o.check: o for o in guard.check(data)}
+    assert outcomes["release_schema"].success
+    assert outcomes["release_groups"].success is ok
+    assert counts.items() <= outcomes["release_groups"].details.items()
+    wrong = T.StructType([T.StructField("dx", T.StringType()), T.StructField("visits", T.IntegerType())])
+    bad_schema = ReleaseShapeGuard(wrong, ("dx",), None).check(
+        GuardContext("dp", "after", spark.createDataFrame(rows, schema))
+    )
+    assert not bad_schema[0].success

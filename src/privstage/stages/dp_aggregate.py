@@ -912,19 +912,30 @@ class ReleaseShapeGuard:
             rows = ctx.data_stats().rows
             outcomes.append(GuardOutcome(self.name, "release_groups", rows == 1, details={"rows": rows}))
             return outcomes
+        # One Spark job: released and declared keys tagged, grouped null-safely (groupBy treats nulls as equal).
         groups = list(self.group_by)
-        stats = ctx.data.agg(
-            F.count(F.lit(1)).alias("rows"), F.count_distinct(F.struct(*groups)).alias("distinct")
+        tagged = ctx.data.select(*groups, F.lit(1).alias("_released"), F.lit(0).alias("_declared"))
+        if self.public_keys is not None:
+            declared = ctx.data.sparkSession.createDataFrame(list(self.public_keys), ctx.data.select(*groups).schema)
+            tagged = tagged.unionByName(
+                declared.select(*groups, F.lit(0).alias("_released"), F.lit(1).alias("_declared"))
+            )
+        per_key = tagged.groupBy(*groups).agg(F.sum("_released").alias("r"), F.sum("_declared").alias("d"))
+        stats = per_key.agg(
+            F.coalesce(F.sum("r"), F.lit(0)).alias("rows"),
+            F.count(F.when(F.col("r") > 1, 1)).alias("repeated"),
+            F.count(F.when((F.col("d") > 0) & (F.col("r") == 0), 1)).alias("missing"),
+            F.count(F.when((F.col("r") > 0) & (F.col("d") == 0), 1)).alias("undeclared"),
         ).first()
-        rows, distinct = int(stats["rows"]), int(stats["distinct"])
-        ok = rows == distinct
-        details: dict[str, Any] = {"rows": rows, "distinct_groups": distinct}
-        if self.public_keys is not None and ok:
-            public = ctx.data.sparkSession.createDataFrame(list(self.public_keys), ctx.data.select(*groups).schema)
-            missing = public.exceptAll(ctx.data.select(*groups)).count()
-            extra = ctx.data.select(*groups).exceptAll(public).count()
-            details.update(declared_groups=len(self.public_keys), missing=missing, undeclared=extra)
-            ok = missing == 0 and extra == 0
+        details: dict[str, Any] = {"rows": int(stats["rows"]), "repeated_groups": int(stats["repeated"])}
+        ok = stats["repeated"] == 0
+        if self.public_keys is not None:
+            details.update(
+                declared_groups=len(self.public_keys),
+                missing=int(stats["missing"]),
+                undeclared=int(stats["undeclared"]),
+            )
+            ok = ok and stats["missing"] == 0 and stats["undeclared"] == 0
         outcomes.append(GuardOutcome(self.name, "release_groups", ok, details=details))
         return outcomes
 
