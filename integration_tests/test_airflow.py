@@ -13,11 +13,13 @@ front-door tests that compare Airflow with the CLI and Dagster.
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.util
 import json
 import secrets
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,11 @@ CLINIC_DIR = REPO / "pipelines" / "clinic_visits"
 CLINIC_SPEC = CLINIC_DIR / "pipeline.yaml"
 CLINIC_DAG_ID = "privstage_clinic_visits"
 CLINIC_TASK_ID = "pseudonymize_visits"
+CLINIC_DP_TASK_ID = "dp_visits_monthly"
 CLINIC_OUTPUT = "output/visits_pseudonymized"
+# The monthly DAG's logical date is the first day of the month it releases (the sample data ends 2025-12).
+CLINIC_MONTH = datetime(2025, 12, 1, tzinfo=UTC)
+CLINIC_LEDGER_KEY = "clinic_visits/dp_visits_monthly/clinic_visits/2025/2025-12"
 KEY_ID = "pseudonym-key"
 N_ROWS = 120
 
@@ -131,10 +137,16 @@ def load_dag(path: Path, dag_id: str) -> DAG:
     return dag
 
 
-def run_dag(dag: DAG, **conf: Any) -> tuple[DagRun, float]:
-    """One ``dag.test()`` run with ``conf`` as params; returns the run and its wall time in seconds."""
+def run_dag(dag: DAG, *, logical_date: datetime | None = None, **conf: Any) -> tuple[DagRun, float]:
+    """One ``dag.test()`` run with ``conf`` as params; returns the run and its wall time in seconds.
+
+    ``logical_date`` defaults to now, as ``dag.test()`` does.
+    """
     started = time.perf_counter()
-    dag_run = dag.test(run_conf=conf)
+    if logical_date is None:
+        dag_run = dag.test(run_conf=conf)
+    else:
+        dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     return dag_run, time.perf_counter() - started
 
 
@@ -216,9 +228,11 @@ def _clean_privstage_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------------------------
-def test_clinic_visits_dag_writes_the_pseudonyms_the_engine_writes(
+@pytest.mark.slow
+def test_clinic_visits_dag_writes_the_pseudonyms_the_engine_writes_then_the_months_dp_release(
     airflow_dags: dict[str, DAG], spark: Any, tmp_path: Path, record_property: Any
 ) -> None:
+    from privstage.budget import BudgetLedger
     from privstage.engine import run_pipeline
     from privstage.spec import load_spec
 
@@ -226,8 +240,8 @@ def test_clinic_visits_dag_writes_the_pseudonyms_the_engine_writes(
     via_airflow = prepare_base_dir(tmp_path / "airflow", spark, key_b64=key)
     direct = prepare_base_dir(tmp_path / "direct", spark, key_b64=key)
 
-    dag_run, seconds = run_dag(airflow_dags[CLINIC_DAG_ID], base_dir=str(via_airflow))
-    run_pipeline(load_spec(CLINIC_SPEC, base_dir=direct), spark=spark, progress=False)
+    dag_run, seconds = run_dag(airflow_dags[CLINIC_DAG_ID], logical_date=CLINIC_MONTH, base_dir=str(via_airflow))
+    run_pipeline(load_spec(CLINIC_SPEC, base_dir=direct), stages=[CLINIC_TASK_ID], spark=spark, progress=False)
 
     assert dag_run.state == "success"
     _, manifest = xcom_manifest(dag_run, CLINIC_TASK_ID)
@@ -251,6 +265,24 @@ def test_clinic_visits_dag_writes_the_pseudonyms_the_engine_writes(
     assert not raw & {r.patient_id for r in out.collect()}
     assert out.where(out.ssn == CANARY_SSN).count() == 0
 
+    # pseudonymize >> DP release: the logical date 2025-12-01 is the month the release aggregates.
+    _, dp_manifest = xcom_manifest(dag_run, CLINIC_DP_TASK_ID)
+    release = dp_manifest["dp_release"]
+    assert dp_manifest["partition"] == CLINIC_MONTH.isoformat()
+    assert (release["ledger_key"], release["epsilon_spent"], release["reused"]) == (CLINIC_LEDGER_KEY, "0.5", False)
+    (dp_stage,) = dp_manifest["stages"]
+    assert dp_stage["rows_out"] == 40 * 327, "every public (diagnosis, ZIP3) group of the month is released"
+    published = (Path(release["output"]) / "_privstage_release.json").read_bytes()
+    assert hashlib.sha256(published).hexdigest() == release["release_sha256"]
+    # No ledger configured: the engine's default, the SQLite file under the base folder's state directory.
+    with BudgetLedger(f"sqlite:///{via_airflow / '.privstage' / 'ledger.db'}") as ledger:
+        (spend,) = ledger.spends()
+    assert (str(spend.key), spend.state, spend.release_sha256) == (
+        CLINIC_LEDGER_KEY,
+        "committed",
+        release["release_sha256"],
+    )
+
 
 def test_pseudonymize_operator_matches_the_spec_driven_pipeline(
     airflow_dags: dict[str, DAG], spark: Any, tmp_path: Path
@@ -263,7 +295,7 @@ def test_pseudonymize_operator_matches_the_spec_driven_pipeline(
     direct = prepare_base_dir(tmp_path / "direct", spark, key_b64=key)
 
     dag_run, _ = run_dag(airflow_dags["privstage_probe_pseudonymize"], base_dir=str(base))
-    run_pipeline(load_spec(CLINIC_SPEC, base_dir=direct), spark=spark, progress=False)
+    run_pipeline(load_spec(CLINIC_SPEC, base_dir=direct), stages=[CLINIC_TASK_ID], spark=spark, progress=False)
 
     assert dag_run.state == "success"
     _, manifest = xcom_manifest(dag_run, "pseudonymize")
@@ -337,9 +369,13 @@ def test_retryable_errors_are_retried_under_one_run_key(
     assert "AirflowFailException" not in logs
     run_key = f"airflow/privstage_probe_pipeline/{dag_run.run_id}/run"
     for attempt in (1, 2, 3):
-        assert f"privstage pipeline clinic_visits failed (run key {run_key}, attempt {attempt}," in logs
+        assert (
+            f"privstage pipeline clinic_visits failed (run key {run_key}, "
+            f"partition {dag_run.logical_date.isoformat()}, attempt {attempt}," in logs
+        )
 
 
+@pytest.mark.slow
 def test_no_key_or_raw_ssn_reaches_xcom_metadata_db_or_logs(
     airflow_dags: dict[str, DAG],
     spark: Any,
@@ -360,10 +396,12 @@ def test_no_key_or_raw_ssn_reaches_xcom_metadata_db_or_logs(
     }
     base = prepare_base_dir(tmp_path / "base", spark, key_b64=base64.b64encode(key).decode())
 
-    dag_run, _ = run_dag(airflow_dags[CLINIC_DAG_ID], base_dir=str(base))
+    dag_run, _ = run_dag(airflow_dags[CLINIC_DAG_ID], logical_date=CLINIC_MONTH, base_dir=str(base))
 
     assert dag_run.state == "success"
     raw_xcom, manifest = xcom_manifest(dag_run, CLINIC_TASK_ID)
+    raw_dp_xcom, dp_manifest = xcom_manifest(dag_run, CLINIC_DP_TASK_ID)
+    raw_xcom += raw_dp_xcom
     logs = "".join(capfd.readouterr()) + caplog.text
     log_dir = Path(conf.get("logging", "base_log_folder"))
     if log_dir.exists():
@@ -374,6 +412,8 @@ def test_no_key_or_raw_ssn_reaches_xcom_metadata_db_or_logs(
     # The captures hold the task's own log lines, so their absence below means something.
     assert f"privstage pipeline clinic_visits succeeded (run key {manifest['run_key']}" in logs
     assert f"stage pseudonymize_visits (pseudonymize) succeeded: rows {N_ROWS} -> {N_ROWS}" in logs
+    assert f"DP release {CLINIC_LEDGER_KEY}, epsilon spent by this run 0.5" in logs
+    assert dp_manifest["dp_release"]["ledger_key"] == CLINIC_LEDGER_KEY
 
     for name, canary in canaries.items():
         assert canary not in raw_xcom, f"{name} in the XCom"

@@ -82,12 +82,22 @@ def _rows(spark: Any, path: Path) -> list[tuple[Any, ...]]:
 
 
 # --------------------------------------------------------------------------------------------- (a)
+CLINIC_PARTITION = "2025-12-01"  # the monthly DP asset's partition key: December 2025
+CLINIC_LEDGER_KEY = "clinic_visits/dp_visits_monthly/clinic_visits/2025/2025-12"
+
+
+@pytest.mark.slow
 def test_clinic_visits_materializes_through_its_definitions_like_the_engine_run_directly(
     spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
 ) -> None:
+    import hashlib
+
+    from privstage.budget import BudgetLedger
+
     keyring = tmp_path / "keyring.json"
     LocalKeyring.init(keyring, warn=False)
     monkeypatch.setenv("PRIVSTAGE_KEYRING", str(keyring))
+    monkeypatch.delenv("PRIVSTAGE_LEDGER_URL", raising=False)
     via_dagster, direct = tmp_path / "via_dagster", tmp_path / "direct"
     for base in (via_dagster, direct):
         write_clinic_visits(str(base / "data" / "visits"), 400)
@@ -96,17 +106,25 @@ def test_clinic_visits_materializes_through_its_definitions_like_the_engine_run_
 
     assert SparkResource().get_session() is spark
     started = time.perf_counter()
-    result = dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+    # The unpartitioned pseudonymized table and the monthly DP release, in one run for December 2025.
+    result = dg.materialize(
+        list(defs.assets), resources=defs.resources, instance=instance, partition_key=CLINIC_PARTITION
+    )
     dagster_s = time.perf_counter() - started
     started = time.perf_counter()
-    run_pipeline(load_spec(CLINIC_SPEC, base_dir=direct), spark=spark, progress=False)
+    run_pipeline(load_spec(CLINIC_SPEC, base_dir=direct), stages=["pseudonymize_visits"], spark=spark, progress=False)
     direct_s = time.perf_counter() - started
-    print(f"\nclinic_visits, 400 rows: dagster materialize {dagster_s:.1f} s, engine directly {direct_s:.1f} s")
+    print(f"\nclinic_visits, 400 rows: dagster materialize {dagster_s:.1f} s, engine (pseudonyms) {direct_s:.1f} s")
 
     assert result.success
-    checks = {(e.check_name, e.passed) for e in result.get_asset_check_evaluations()}
-    assert checks == {(name, True) for name in ("builtin_before", "expect_before", "builtin_after", "expect_after")}
-    metadata = _materialized(result)
+    checks = {(e.asset_key.path[-1], e.check_name, e.passed) for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        (asset, name, True)
+        for asset in ("pseudonymize_visits", "dp_visits_monthly")
+        for name in ("builtin_before", "builtin_after", "expect_after")
+    } | {("pseudonymize_visits", "expect_before", True)}
+    events = {e.asset_key.path[-1]: e for e in result.get_asset_materialization_events()}
+    metadata = {k: v.value for k, v in events["pseudonymize_visits"].materialization.metadata.items()}
     assert metadata["rows_in"] == metadata["rows_out"] == metadata["dagster/row_count"] == 400
     assert metadata["output"] == str(via_dagster / "output" / "visits_pseudonymized")
     assert metadata["key_ids"] == ["pseudonym-key"]
@@ -116,6 +134,18 @@ def test_clinic_visits_materializes_through_its_definitions_like_the_engine_run_
     ours = _rows(spark, via_dagster / "output" / "visits_pseudonymized")
     theirs = _rows(spark, direct / "output" / "visits_pseudonymized")
     assert len(ours) == 400 and ours == theirs
+
+    # The DP asset: partition key -> the month's release, charged to the 2025 budget in the default ledger.
+    assert events["dp_visits_monthly"].partition == CLINIC_PARTITION
+    dp = {k: v.value for k, v in events["dp_visits_monthly"].materialization.metadata.items()}
+    assert (dp["partition"], dp["privstage/ledger_key"]) == (CLINIC_PARTITION, CLINIC_LEDGER_KEY)
+    assert (dp["epsilon_spent"], dp["reused_release"], dp["release_epsilon"]) == ("0.5", False, "0.5")
+    assert dp["rows_out"] == 40 * 327
+    published = (Path(dp["output"]) / "_privstage_release.json").read_bytes()
+    assert hashlib.sha256(published).hexdigest() == dp["release_sha256"]
+    with BudgetLedger(f"sqlite:///{via_dagster / '.privstage' / 'ledger.db'}") as ledger:
+        (spend,) = ledger.spends()
+    assert (str(spend.key), spend.state, spend.release_sha256) == (CLINIC_LEDGER_KEY, "committed", dp["release_sha256"])
 
 
 # --------------------------------------------------------------------------------------------- (b)
