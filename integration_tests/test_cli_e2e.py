@@ -1,5 +1,6 @@
 """The clinic_visits pipeline through the real ``privstage`` console script: classic Spark via
-``privstage demo``, Spark Connect via ``SPARK_REMOTE``, and the engine in process: same pseudonyms."""
+``privstage demo``, Spark Connect via ``SPARK_REMOTE``, and the engine in process: same pseudonyms; the
+monthly DP release runs on both kinds of session, and a second demo run publishes the same release."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "pipelines" / "clinic_visits" / "pipeline.yaml"
 PRIVSTAGE = str(Path(sys.executable).with_name("privstage"))
 OUTPUT = "output/visits_pseudonymized"
+DP_LEDGER_KEY = "clinic_visits/dp_visits_monthly/clinic_visits/2025/2025-12"
+RELEASE = "_privstage_release.json"
 
 
 def rows(path: Path) -> list[tuple]:
@@ -47,14 +50,24 @@ def demo(tmp_path_factory) -> Path:
 def test_demo_output_and_report(demo):
     report = json.loads((demo / "reports" / "clinic_visits.json").read_text())
     assert report["status"] == "succeeded"
-    stage = report["stages"][0]
+    stage, dp = report["stages"]
     assert stage["rows_in"] == stage["rows_out"] == 1500
     assert stage["guard_summary"]["failed"] == 0
+    assert (dp["name"], dp["status"], dp["details"]["dp"]["ledger_key"]) == (
+        "dp_visits_monthly",
+        "succeeded",
+        DP_LEDGER_KEY,
+    )
+    release = (Path(dp["output"]) / RELEASE).read_bytes()
     assert (demo / "reports" / "clinic_visits.html").exists()
-    # the demo runs again on the same folder: output replaced atomically, keyring reused
+    # the demo runs again on the same folder: output replaced atomically, keyring reused, and the month's
+    # DP release is the one already published (same bytes, nothing spent)
     again = cli("demo", "--workdir", str(demo), "--rows", "1500")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "created dev keyring" not in again.stdout
+    second = json.loads((demo / "reports" / "clinic_visits.json").read_text())["stages"][1]
+    assert second["status"] == "reused"  # the committed output is this month's release
+    assert (Path(second["output"]) / RELEASE).read_bytes() == release
 
 
 @pytest.mark.slow
@@ -72,12 +85,20 @@ def test_spark_connect_and_in_process_runs_give_identical_pseudonyms(demo, spark
         str(connect_dir),
         "--report",
         str(connect_dir / "report.json"),
+        "--partition",
+        "2025-12",
         "--no-progress",
         env={"SPARK_REMOTE": "local[2]", "PRIVSTAGE_KEYRING": keyring},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((connect_dir / "report.json").read_text())["status"] == "succeeded"
+    report = json.loads((connect_dir / "report.json").read_text())
+    assert report["status"] == "succeeded"
     assert rows(connect_dir / OUTPUT) == expected
+    # The DP stage runs on Spark Connect too (its own ledger under connect_dir: a fresh release).
+    dp = report["stages"][1]
+    assert (dp["status"], dp["rows_out"], dp["details"]["dp"]["ledger_key"]) == ("succeeded", 40 * 327, DP_LEDGER_KEY)
+    assert dp["details"]["dp"]["reused_release"] is False
+    assert (Path(dp["output"]) / RELEASE).exists()
 
     # the engine in this process, on the classic session
     local_dir = tmp_path / "local"
@@ -85,7 +106,7 @@ def test_spark_connect_and_in_process_runs_give_identical_pseudonyms(demo, spark
     (local_dir / "data" / "visits").symlink_to(demo / "data" / "visits")
     os.environ["PRIVSTAGE_KEYRING"] = keyring
     try:
-        run_pipeline(load_spec(SPEC, base_dir=local_dir), spark=spark, progress=False)
+        run_pipeline(load_spec(SPEC, base_dir=local_dir), stages=["pseudonymize_visits"], spark=spark, progress=False)
     finally:
         del os.environ["PRIVSTAGE_KEYRING"]
     assert rows(local_dir / OUTPUT) == expected
