@@ -403,12 +403,15 @@ def dp_assets(retries: int = 0) -> list[dg.AssetsDefinition]:
     return build_privstage_assets(os.environ[_SPEC_ENV], dp_partitions_def=MONTHS, retry_policy=policy)
 
 
-def dp_job() -> dg.JobDefinition:
-    """Module level so that Dagster can reconstruct it for a re-execution; runs in this process."""
+def dp_job(spec_path: str) -> dg.JobDefinition:
+    """Module level so that Dagster can reconstruct it for a re-execution; runs in this process.
+
+    Built with ``build_reconstructable_job(..., reconstructable_args=(spec_path,))``: Dagster caches the
+    most recent reconstructed job per target, and the argument keeps each test's job (and spec) its own.
+    """
+    assets = build_privstage_assets(spec_path, dp_partitions_def=MONTHS)
     job = dg.define_asset_job("privstage_dp", selection=dg.AssetSelection.all(), partitions_def=MONTHS)
-    defs = dg.Definitions(
-        assets=dp_assets(), jobs=[job], resources=dagster_resources(), executor=dg.in_process_executor
-    )
+    defs = dg.Definitions(assets=assets, jobs=[job], resources=dagster_resources(), executor=dg.in_process_executor)
     return defs.resolve_job_def("privstage_dp")
 
 
@@ -429,7 +432,7 @@ def test_dagster_reexecution_and_rematerialization_of_a_partition_spend_once_and
     base: Path, ledger_env: str, instance: Any, monkeypatch: pytest.MonkeyPatch, spark: Any
 ) -> None:
     monkeypatch.setenv(_SPEC_ENV, str(base / "pipeline.yaml"))
-    job = dg.reconstructable(dp_job)
+    job = dg.build_reconstructable_job(__name__, "dp_job", reconstructable_args=(str(base / "pipeline.yaml"),))
     tags = {"dagster/partition": DAGSTER_PARTITION}
 
     with dg.execute_job(job, instance=instance, tags=tags) as first:
