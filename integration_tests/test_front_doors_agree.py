@@ -129,6 +129,8 @@ def test_cli_airflow_and_dagster_write_identical_pseudonyms_and_publish_one_dp_r
     assert (airflow_dp["dp_release"]["epsilon_spent"], airflow_dp["dp_release"]["reused"]) == ("0", True)
     assert (dagster_dp["epsilon_spent"], dagster_dp["reused_release"]) == ("0", True)
     assert airflow_dp["dp_release"]["release_sha256"] == dagster_dp["release_sha256"] == digest
+    # One release, one place: every front door names the output by the month, whatever partition text it passed.
+    assert Path(airflow_dp["dp_release"]["output"]).name == Path(dagster_dp["output"]).name == "2025-12"
     assert (Path(airflow_dp["dp_release"]["output"]) / RELEASE_NAME).read_bytes() == cli_release
     assert (Path(dagster_dp["output"]) / RELEASE_NAME).read_bytes() == cli_release
     assert _rows(spark, Path(airflow_dp["dp_release"]["output"])) == _rows(spark, Path(cli_dp["output"]))

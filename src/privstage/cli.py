@@ -174,7 +174,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if dp:
             print(
                 f"  privacy budget: ε={dp['budget']['epsilon']} charged to {dp['dataset']} / {dp['period']} "
-                f"(ledger key {dp['ledger_key']}{', release reused' if dp.get('reused_release') else ''})"
+                f"(ledger key {dp['ledger_key']}"
+                f"{', release reused: nothing spent' if s.status == 'reused' or dp.get('reused_release') else ''})"
             )
     print(f"  report: {report}")
     print(f"  report (HTML): {report.with_suffix('.html')}")

@@ -315,7 +315,10 @@ def plan_pipeline(
             output_schema = module.output_schema(detail, schema)
         else:
             output_schema = module.apply(spark.createDataFrame([], schema), detail, spark=spark).schema
-        output_path = spec.resolve_path(_output_template(stage, env.partition))
+        # A stage that normalises the partition (a DP stage's month) names its output by the normalised key, so
+        # every front door (2025-12, 2025-12-01, 2025-12-01T00:00:00+00:00) writes one release to one place.
+        partition = getattr(detail, "partition_key", None) or env.partition
+        output_path = spec.resolve_path(_output_template(stage, partition))
         stage_overwrite = bool(overwrite) or stage.output.mode == "overwrite"
         committed = _committed_by(output_path, run_key, getattr(detail, "reuse_key", None))
         if local_path(output_path).exists() and not stage_overwrite and committed is None:
