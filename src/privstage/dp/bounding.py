@@ -29,9 +29,15 @@ Keeping ``dense_rank <= max_groups_per_unit`` and ``row_number - rank < max_rows
 set of groups per unit and a uniformly random set of rows per group (for a random salt the keys are i.i.d. uniform as
 far as the data is concerned; equal keys of distinct groups are broken by the group values). Spark plans one exchange of
 row-level data and one sort for all three (a test checks the physical plan), and it pushes the group cap below the last
-window (``WindowGroupLimit``). Measured on 2 cores (bench/bench_dp_aggregate.py): the sort is most of the cost above
-the unavoidable shuffle; a window partitioned by ``(unit, group)`` for the row numbers (the previous plan) costs more
-per row than the unit-only partitioning, and carrying and hashing every input column costs more still.
+window (``WindowGroupLimit``).
+
+Why this plan (bench/bench_dp_aggregate.py, 2 cores shared with other jobs, so figures are noisy): with the Spark JVM's
+CPU seconds as the measure, the shuffle by unit plus the two-level aggregation alone costs about 4-6x a plain group-by,
+and the sort is most of what bounding adds on top; carrying and hashing every input column (the previous default) and a
+second window partitioning by ``(unit, group)`` for the row numbers (the previous plan) each cost more. Not taken: an
+aggregate-based bounding (``min_by(..., k)`` / ``collect_list`` per (unit, group)) runs as an object hash aggregate
+that falls back to sorting past 128 keys per task, and realistic data has about one row per (unit, group), so partial
+aggregation would not shrink the shuffle.
 
 Why salted hashes rather than ``rand()``: ``rand(seed)`` depends on the partition index and on the row
 order inside a partition, which after a shuffle is not deterministic, so a seeded test would not be
