@@ -109,13 +109,12 @@ def main(argv: list[str] | None = None) -> str:
     t_plain = _best_of(plain, 2)
     t_pdp = _best_of(pipelinedp, args.repeats)
     t_plain = min(t_plain, _best_of(plain, 1))
-    import pipeline_dp as _pdp
 
     line = (
         f"BENCH name=pipelinedp_dp_aggregate ratio={t_pdp / t_plain:.2f} baseline=plain_groupby rows={rows} "
         f"seconds={t_pdp:.2f} baseline_seconds={t_plain:.2f} groups={len(public)} "
         f"max_groups_per_unit={args.max_groups} max_rows_per_group={args.max_rows} "
-        f"master={spark.sparkContext.master} pipeline_dp={_pdp.__version__} repeats={args.repeats}"
+        f"master={spark.sparkContext.master} pipeline_dp={pipeline_dp.__version__} repeats={args.repeats}"
     )
     print(line, flush=True)
     spark.stop()
