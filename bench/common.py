@@ -51,3 +51,32 @@ def report(name: str, seconds: float, baseline_name: str, baseline_seconds: floa
     )
     print(line, flush=True)
     return line
+
+
+def jvm_cpu_seconds(spark) -> float | None:
+    """CPU seconds the local Spark driver JVM has used so far (Linux), or ``None`` (Spark Connect, no /proc).
+
+    With a ``local[*]`` master every task runs in that JVM, so the CPU seconds of a timed call are a second measure
+    of its work that other processes on a shared machine disturb less than wall time.
+    """
+    try:
+        pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except Exception:
+        return None
+
+
+def best_of_with_cpu(fn: Callable[[int], None], spark, repeats: int = REPEATS) -> tuple[float, float | None]:
+    """Minimum wall time and minimum driver-JVM CPU time (see :func:`jvm_cpu_seconds`) over ``repeats`` runs."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    for i in range(repeats):
+        c0 = jvm_cpu_seconds(spark)
+        t0 = time.perf_counter()
+        fn(i)
+        walls.append(time.perf_counter() - t0)
+        c1 = jvm_cpu_seconds(spark)
+        if c0 is not None and c1 is not None:
+            cpus.append(c1 - c0)
+    return min(walls), (min(cpus) if cpus else None)

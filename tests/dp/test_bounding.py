@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
@@ -125,6 +125,76 @@ def test_each_group_is_chosen_about_uniformly(spark):
     assert all(55 <= c <= 145 for c in counts.values()), counts
 
 
+def _brute_force_selection(keyed_rows, *, groups: int, rows: int) -> Counter:
+    """Reference bounding in plain Python: per unit the ``groups`` groups of smallest (group key, group values), and in
+    each of them the ``rows`` rows of smallest row key; rows are ``(unit, dx, zip, cost, group_key, row_key)``."""
+    by_unit: dict[Any, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
+    for unit, dx, zip_, cost, group_key, row_key in keyed_rows:
+        if unit is not None:
+            by_unit[unit][(group_key, (dx is not None, dx), (zip_ is not None, zip_))].append((row_key, cost))
+    kept: Counter = Counter()
+    for unit, unit_groups in by_unit.items():
+        for group in sorted(unit_groups)[:groups]:
+            (_, (_, dx), (_, zip_)) = group
+            for _, cost in sorted(unit_groups[group], key=lambda rk_cost: rk_cost[0])[:rows]:
+                kept[(unit, dx, zip_, cost)] += 1
+    return kept
+
+
+@pytest.mark.parametrize("columns", [None, ["cost"]])
+@pytest.mark.parametrize(("groups", "rows"), [(1, 1), (3, 2), (5, 4)])
+def test_selection_matches_a_brute_force_reference(spark, columns, groups, rows):
+    # Units of 1 to 7 groups of 1 to 5 rows (some duplicated, some with null group keys): the windows must keep
+    # exactly the rows a plain sort by the same salted keys keeps.
+    from pyspark.sql import functions as F
+
+    from privstage.dp.bounding import _selection_keys
+
+    data = []
+    for u in range(60):
+        for g in range(1 + u % 7):
+            dx = None if (u + g) % 11 == 0 else f"d{g}"
+            for r in range(1 + (u * 3 + g) % 5):
+                data.append((f"u{u}", dx, f"z{(u + g) % 2}", float(u * 1000 + g * 10 + r % 3)))
+    data.append((None, "d0", "z0", 1.0))
+    df = spark.createDataFrame(data, SCHEMA).withColumn("extra", F.lit("x"))
+    carried = ["unit", "dx", "zip", "cost"] if columns else ["unit", "dx", "zip", "cost", "extra"]
+    group_key, row_key = _selection_keys(F.lit(21).cast("long"), "unit", ["dx", "zip"], carried)
+    keyed = df.select("unit", "dx", "zip", "cost", group_key.alias("gk"), row_key.alias("rk")).collect()
+    bounded = bound_contributions(
+        df,
+        privacy_unit="unit",
+        group_by=["dx", "zip"],
+        max_groups_per_unit=groups,
+        max_rows_per_group=rows,
+        seed=21,
+        test_config=TEST,
+        columns=columns,
+    )
+    assert bounded.columns == carried
+    got = Counter(tuple(r)[:4] for r in bounded.collect())
+    assert got == _brute_force_selection(map(tuple, keyed), groups=groups, rows=rows)
+    assert sum(got.values()) < len(data)  # the caps did cut something
+
+
+def test_bounding_shuffles_row_level_data_once_and_sorts_once(spark):
+    # One exchange (by the privacy unit) and one sort serve all three window functions; with columns= only the unit,
+    # the group keys, the value and the two keys cross the shuffle.
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame(_rows(5), SCHEMA).withColumn("note", F.lit("wide"))
+    bounded = bound_contributions(
+        df, privacy_unit="unit", group_by=["dx", "zip"], max_groups_per_unit=2, max_rows_per_group=3, columns=["cost"]
+    )
+    plan = bounded._jdf.queryExecution().executedPlan().toString()
+    exchanges = [line for line in plan.splitlines() if "Exchange " in line]
+    sorts = [line for line in plan.splitlines() if "Sort [" in line]
+    assert len(exchanges) == 1 and "hashpartitioning(unit#" in exchanges[0], plan
+    assert len(sorts) == 1 and sorts[0].split("Sort [")[1].startswith("unit#"), plan
+    assert "note" not in plan.split("Exchange ")[1].split("\n")[0]
+    assert bounded.columns == ["unit", "dx", "zip", "cost"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -134,6 +204,8 @@ def test_each_group_is_chosen_about_uniformly(spark):
         ({"group_by": ["unit"]}, "cannot also be a group key"),
         ({"privacy_unit": "patient"}, "privacy_unit names columns not in the data"),
         ({"seed": 1}, "accepted only in test configuration"),
+        ({"columns": ["nope"]}, "columns names columns not in the data"),
+        ({"columns": "cost"}, "columns must be a sequence of column names"),
     ],
 )
 def test_bounding_rejects_bad_arguments(visits, monkeypatch, kwargs, message):

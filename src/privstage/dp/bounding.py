@@ -13,19 +13,31 @@ Pipeline, as the stage will call it::
     released_keys = with_public_groups(aggs.frame, public_keys, group_by=["dx", "zip3"])
     sens = sensitivities(4, 2, lower=0, upper=5000, scale=100)
 
-**Bounding plan: one shuffle by privacy unit, one sort.** ``bound_contributions`` repartitions by the
-unit, then evaluates two window functions whose required orderings coincide:
+**Bounding plan: one shuffle by privacy unit, one sort.** ``bound_contributions`` keeps only the columns it
+needs (``columns=``: the unit, the group keys and, say, the value column; by default every input column), repartitions
+by the unit, sorts each partition by ``(unit, group_key, *group_by, row_key)`` and evaluates three window functions
+that share the one partitioning ``partitionBy(unit)`` and that sort:
 
-* ``dense_rank()`` over ``partitionBy(unit).orderBy(group_key, *group_by)`` numbers the unit's groups in
-  a random order (``group_key = xxhash64(salt, unit, *group_by)``), and
-* ``row_number()`` over ``partitionBy(unit, group_key, *group_by).orderBy(row_key)`` numbers the rows of
-  each (unit, group) in a random order (``row_key = xxhash64(salt, *all columns)``).
+* ``dense_rank()`` over ``orderBy(group_key, *group_by)`` numbers the unit's groups in a random order
+  (``group_key = xxhash64(salt, unit, *group_by)``),
+* ``rank()`` over the same ordering is the position of the group's first row among the unit's rows, and
+* ``row_number()`` over ``orderBy(group_key, *group_by, row_key)`` numbers the unit's rows, so
+  ``row_number - rank`` numbers the rows *inside* each (unit, group) in a random order
+  (``row_key = xxhash64(salt, *carried columns)``).
 
-Both need the rows sorted by ``(unit, group_key, *group_by, row_key)`` and clustered by ``unit`` (which the
-hash partitioning by unit satisfies), so Spark plans one exchange and one sort for both. Keeping
-``rank <= max_groups_per_unit`` and ``row_number <= max_rows_per_group`` keeps a uniformly random set of
-groups per unit and a uniformly random set of rows per group (for a random salt the keys are i.i.d.
-uniform as far as the data is concerned; equal keys of distinct groups are broken by the group values).
+Keeping ``dense_rank <= max_groups_per_unit`` and ``row_number - rank < max_rows_per_group`` keeps a uniformly random
+set of groups per unit and a uniformly random set of rows per group (for a random salt the keys are i.i.d. uniform as
+far as the data is concerned; equal keys of distinct groups are broken by the group values). Spark plans one exchange of
+row-level data and one sort for all three (a test checks the physical plan), and it pushes the group cap below the last
+window (``WindowGroupLimit``).
+
+Why this plan (bench/bench_dp_aggregate.py, 2 cores shared with other jobs, so figures are noisy): with the Spark JVM's
+CPU seconds as the measure, the shuffle by unit plus the two-level aggregation alone costs about 4-6x a plain group-by,
+and the sort is most of what bounding adds on top; carrying and hashing every input column (the previous default) and a
+second window partitioning by ``(unit, group)`` for the row numbers (the previous plan) each cost more. Not taken: an
+aggregate-based bounding (``min_by(..., k)`` / ``collect_list`` per (unit, group)) runs as an object hash aggregate
+that falls back to sorting past 128 keys per task, and realistic data has about one row per (unit, group), so partial
+aggregation would not shrink the shuffle.
 
 Why salted hashes rather than ``rand()``: ``rand(seed)`` depends on the partition index and on the row
 order inside a partition, which after a shuffle is not deterministic, so a seeded test would not be
@@ -61,7 +73,7 @@ from privstage.dp.mechanisms import SEED_ENV_VAR, TestConfig
 from privstage.errors import GuardFailed, SpecError
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 __all__ = [
     "AGGREGATE_COLUMNS",
@@ -85,7 +97,8 @@ _DECIMAL38_MAX = 10**38 - 1
 _GROUP_KEY = "__privstage_group_key"
 _ROW_KEY = "__privstage_row_key"
 _GROUP_RANK = "__privstage_group_rank"
-_ROW_RANK = "__privstage_row_rank"
+_ROW_NUMBER = "__privstage_row_number"
+_GROUP_START = "__privstage_group_start"
 _INVALID = "__privstage_invalid"
 _UNIT = "__privstage_unit"
 _FIXED = "__privstage_fixed"
@@ -148,6 +161,7 @@ def bound_contributions(
     max_rows_per_group: int,
     seed: int | None = None,
     test_config: TestConfig | None = None,
+    columns: Sequence[str] | None = None,
 ) -> DataFrame:
     """Keep at most ``max_groups_per_unit`` groups per unit and ``max_rows_per_group`` rows per (unit, group).
 
@@ -163,9 +177,12 @@ def bound_contributions(
         max_rows_per_group: Rows a unit may contribute to one group (≥ 1).
         seed: Test-only seed making the selection reproducible; refused outside test configuration.
         test_config: ``TestConfig(allow_seed=True)`` to accept ``seed`` (or ``PRIVSTAGE_TEST_SEED_ALLOWED=1``).
+        columns: Columns to carry besides the unit and the group keys (e.g. ``[value_column]``); ``None`` carries
+            every input column. Fewer columns make the shuffle narrower and the row key cheaper. The row key hashes
+            the carried columns, so the selection depends on which columns are carried (not on their order).
 
     Returns:
-        A lazy DataFrame with the input's columns and the bounded rows.
+        A lazy DataFrame with the carried columns (in the input's order) and the bounded rows.
 
     Raises:
         SpecError: Unknown columns, the unit among the group keys, bad caps, or a seed outside tests.
@@ -179,22 +196,45 @@ def bound_contributions(
         raise SpecError(f"the privacy unit {privacy_unit!r} cannot also be a group key")
     max_groups = _positive_int(max_groups_per_unit, "max_groups_per_unit")
     max_rows = _positive_int(max_rows_per_group, "max_rows_per_group")
+    carried = _carried_columns(df, privacy_unit, groups, columns)
     salt = F.lit(_salt(seed, test_config)).cast("long")
-    original = df.columns
 
+    group_key, row_key = _selection_keys(salt, privacy_unit, groups, carried)
     keyed = (
-        df.filter(F.col(privacy_unit).isNotNull())
-        .withColumn(_GROUP_KEY, F.xxhash64(salt, F.col(privacy_unit), *[F.col(g) for g in groups]))
-        .withColumn(_ROW_KEY, F.xxhash64(salt, F.lit(1), *[F.col(c) for c in original]))
+        df.select(*carried)
+        .filter(F.col(privacy_unit).isNotNull())
+        .withColumn(_GROUP_KEY, group_key)
+        .withColumn(_ROW_KEY, row_key)
         .repartition(F.col(privacy_unit))
     )
     group_order = [F.col(_GROUP_KEY), *[F.col(g).asc_nulls_first() for g in groups]]
-    by_unit = Window.partitionBy(privacy_unit).orderBy(*group_order)
-    by_unit_group = Window.partitionBy(privacy_unit, _GROUP_KEY, *groups).orderBy(_ROW_KEY)
-    ranked = keyed.withColumn(_ROW_RANK, F.row_number().over(by_unit_group)).withColumn(
-        _GROUP_RANK, F.dense_rank().over(by_unit)
+    by_group = Window.partitionBy(privacy_unit).orderBy(*group_order)
+    by_row = Window.partitionBy(privacy_unit).orderBy(*group_order, F.col(_ROW_KEY))
+    ranked = (
+        keyed.withColumn(_ROW_NUMBER, F.row_number().over(by_row))
+        .withColumn(_GROUP_START, F.rank().over(by_group))
+        .withColumn(_GROUP_RANK, F.dense_rank().over(by_group))
     )
-    return ranked.filter((F.col(_GROUP_RANK) <= max_groups) & (F.col(_ROW_RANK) <= max_rows)).select(*original)
+    row_in_group = F.col(_ROW_NUMBER) - F.col(_GROUP_START)  # 0, 1, ... inside each (unit, group)
+    return ranked.filter((F.col(_GROUP_RANK) <= max_groups) & (row_in_group < max_rows)).select(*carried)
+
+
+def _selection_keys(salt: Column, privacy_unit: str, groups: list[str], carried: list[str]) -> tuple[Column, Column]:
+    """The salted 64-bit keys that order a unit's groups and a group's rows (also used by the reference tests)."""
+    from pyspark.sql import functions as F
+
+    group_key = F.xxhash64(salt, F.col(privacy_unit), *[F.col(g) for g in groups])
+    row_key = F.xxhash64(salt, F.lit(1), *[F.col(c) for c in carried])
+    return group_key, row_key
+
+
+def _carried_columns(df: DataFrame, privacy_unit: str, groups: list[str], columns: Sequence[str] | None) -> list[str]:
+    """The unit, the group keys and the requested columns, in the input's order (all columns for ``None``)."""
+    if columns is None:
+        return list(df.columns)
+    extra = _columns(df, columns, "columns")
+    wanted = {privacy_unit, *groups, *extra}
+    return [c for c in df.columns if c in wanted]
 
 
 # ---------------------------------------------------------------------------------------------
