@@ -1,0 +1,122 @@
+"""Shared helpers for the HE tests: keys, clinic data, a three-role run, and the secret-key scanner."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from privstage.he import Aggregator, GroupLayout, KeyHolder, Measure, Party, decrypt_sums, release
+from privstage.keys import Key
+
+DIAGNOSES = ("J06", "I10", "E11", "M54", "K21")
+SCHEMA = "visit_id string, diagnosis string, cost double"
+
+
+def key(key_id: str) -> Key:
+    return Key(key_id=key_id, version=1, _material=os.urandom(32))
+
+
+class Keys:
+    """One manifest key per party and one for the aggregator (as their KeyProviders would hold them)."""
+
+    def __init__(self, parties: list[str]) -> None:
+        self.party = {p: key(f"he-party-{p}") for p in parties}
+        self.aggregator = key("he-aggregator")
+
+    @property
+    def by_id(self) -> dict[str, Key]:
+        return {k.key_id: k for k in self.party.values()}
+
+    @property
+    def ids(self) -> dict[str, str]:
+        return {p: k.key_id for p, k in self.party.items()}
+
+
+def clinic_rows(party_index: int, n: int = 40) -> list[tuple[str, str, float]]:
+    """Deterministic visits of one clinic: costs with cents, every diagnosis but one per clinic."""
+    rows = []
+    for i in range(n):
+        dx = DIAGNOSES[(i + party_index) % (len(DIAGNOSES) - 1)]
+        cost = round(((i * 37 + party_index * 101) % 5000) / 7 + 10, 2)
+        rows.append((f"c{party_index}-v{i}", dx, cost))
+    return rows
+
+
+def plain_sums(rows_by_party: list[list[tuple[str, str, float]]]) -> tuple[dict[str, Decimal], dict[str, int]]:
+    cost: dict[str, Decimal] = defaultdict(Decimal)
+    visits: dict[str, int] = defaultdict(int)
+    for rows in rows_by_party:
+        for _, dx, c in rows:
+            cost[dx] += Decimal(str(c))
+            visits[dx] += 1
+    return dict(cost), dict(visits)
+
+
+def clinic_layout(params, *, cost_bound: str = "1000000", visit_bound: int = 100000) -> GroupLayout:
+    return GroupLayout.declare(
+        DIAGNOSES,
+        [Measure.sum("cost", "cost", bound=cost_bound, decimals=2), Measure.count("visits", bound=visit_bound)],
+        params,
+    )
+
+
+def run_sum(
+    spark,
+    holder: KeyHolder,
+    frames: list,
+    layout: GroupLayout,
+    *,
+    root: Path | None = None,
+    round_id: str = "round-1",
+    noise: dict[str, Any] | None = None,
+):
+    """Every party encrypts, the aggregator adds, the key holder decrypts and releases. Returns (release, paths)."""
+    root = Path(root or tempfile.mkdtemp(prefix="he-run-"))
+    parties = [f"clinic-{i}" for i in range(len(frames))]
+    keys = Keys(parties)
+    plan = layout.plan(holder.params, parties=len(frames))
+    public = holder.public_context().data
+    paths = []
+    for party_id, df in zip(parties, frames, strict=True):
+        party = Party(party_id, public, plan=plan, key=keys.party[party_id])
+        out = str(root / "parties" / party_id)
+        party.write(
+            party.pack_groups(df, group_column="diagnosis", layout=layout), out, layout=layout, round_id=round_id
+        )
+        paths.append(out)
+    aggregator = Aggregator("hub", public, plan=plan, key=keys.aggregator)
+    agg_path = str(root / "aggregate")
+    aggregator.aggregate(
+        spark,
+        paths,
+        agg_path,
+        layout=layout,
+        round_id=round_id,
+        party_keys=keys.by_id,
+        party_key_ids=keys.ids,
+        expected_parties=parties,
+    )
+    sums = decrypt_sums(
+        holder,
+        spark,
+        agg_path,
+        layout=layout,
+        plan=plan,
+        round_id=round_id,
+        aggregator_keys={keys.aggregator.key_id: keys.aggregator},
+        aggregator_key_id=keys.aggregator.key_id,
+        expected_parties=parties,
+        party_keys=keys.by_id,
+        party_key_ids=keys.ids,
+    )
+    return release(sums, noise=noise), {
+        "parties": paths,
+        "aggregate": agg_path,
+        "root": root,
+        "keys": keys,
+        "plan": plan,
+    }
