@@ -120,3 +120,64 @@ def run_sum(
         "keys": keys,
         "plan": plan,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Secret-key scanner: does any artifact hold the key holder's secret key?
+# ---------------------------------------------------------------------------------------------
+def secret_key_probes(holder: KeyHolder, *, width: int = 48, count: int = 8) -> list[bytes]:
+    """Windows of the secret key: SEAL's serialization (zstd frame) and the raw decompressed coefficients."""
+    import zstandard
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sk"
+        holder._context.secret_key().data.save(str(path))  # test-only access to the key holder's context
+        blob = path.read_bytes()
+    raw = zstandard.ZstdDecompressor().decompress(blob[16:], max_output_size=1 << 26)
+    probes = []
+    for source in (blob[16:], raw[64:]):
+        step = (len(source) - width) // (count - 1)
+        probes += [source[i * step : i * step + width] for i in range(count)]
+    return probes
+
+
+def _cells(path: Path):
+    """Every binary or string value of a Parquet file, decoded (page compression would hide raw bytes)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    for column in table.columns:
+        for value in column.to_pylist():
+            if isinstance(value, bytes):
+                yield value
+            elif isinstance(value, str):
+                yield value.encode()
+
+
+def holds_secret_context(blob: bytes) -> bool:
+    import tenseal as ts
+
+    if len(blob) < 1024:
+        return False
+    try:
+        ctx = ts.context_from(blob, n_threads=1)
+    except Exception:
+        return False
+    return ctx.has_secret_key() or ctx.is_private()
+
+
+def scan_for_secret_key(root: Path, holder: KeyHolder) -> list[str]:
+    """Findings (file names) for every file under ``root`` that contains secret key material."""
+    probes = secret_key_probes(holder)
+    findings = []
+    files = [p for p in Path(root).rglob("*") if p.is_file()]
+    assert files, f"nothing to scan under {root}"
+    for path in files:
+        blobs = [path.read_bytes()]
+        if path.suffix == ".parquet":
+            blobs += list(_cells(path))
+        for blob in blobs:
+            if any(p in blob for p in probes) or holds_secret_context(blob):
+                findings.append(str(path.relative_to(root)))
+                break
+    return findings

@@ -45,6 +45,8 @@ __all__ = ["Aggregator", "CiphertextDataset", "DecryptedSums", "Party", "decrypt
 
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _STORED = "chunk int, ciphertext binary"
+#: Group layouts up to this many ciphertexts are packed by one task.
+_SINGLE_TASK_CHUNKS = 16
 
 
 def _check_id(value: str, what: str) -> str:
@@ -214,9 +216,13 @@ class Party:
             [(c * layout.slots, 0 if integer else 0.0, 0, 0) for c in range(layout.chunks)],
             f"pos long, value {value_type}, rows long, values long",
         )
-        packed_input = exploded.unionByName(padding).repartition(
-            max(1, min(layout.chunks, 64)), (F.col("pos") / layout.slots).cast("long")
-        )
+        packed_input = exploded.unionByName(padding)
+        if layout.chunks <= _SINGLE_TASK_CHUNKS:
+            # small layouts: one task packs every chunk, no second shuffle
+            packed_input = packed_input.coalesce(1)
+        else:
+            chunk = (F.col("pos") / F.lit(layout.slots)).cast("long")
+            packed_input = packed_input.repartition(min(layout.chunks, 256), chunk)
         return packed_input.mapInArrow(self._packer(layout, quantize=False), PACK_SCHEMA)
 
     def pack_vector(self, df: DataFrame, *, position_column: str, value_column: str, layout: VectorLayout) -> DataFrame:
