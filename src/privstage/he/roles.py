@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from privstage import io
-from privstage.errors import GuardFailed, HEParameterError, IntegrityError, OverflowRisk, SpecError
+from privstage.errors import (
+    GuardFailed,
+    HEParameterError,
+    IntegrityError,
+    OverflowRisk,
+    SpecError,
+    wrap_library_error,
+)
 from privstage.he.context import KeyHolder, PublicContext
 from privstage.he.layout import GroupLayout, Layout, VectorLayout
 from privstage.he.manifest import AGGREGATE_FORMAT, CONTRIBUTION_FORMAT, Manifest, ReplayGuard, resolve_key
@@ -134,6 +141,20 @@ def _verify_digests(spark: SparkSession, data: DataFrame, expected: list[tuple[s
             "ciphertexts do not match their manifests (missing: truncated; unlisted: forged or tampered; "
             f"duplicated: replayed): {detail}"
         )
+
+
+def _raise_unreadable(spark: SparkSession, datasets: Sequence[CiphertextDataset], exc: BaseException) -> None:
+    """Name the party whose dataset Spark cannot read (checksum or Parquet damage), else wrap the error."""
+    from pyspark.sql import functions as F
+
+    for dataset in datasets:
+        try:
+            dataset.read(spark).select(F.sha2("ciphertext", 256)).collect()
+        except Exception:
+            raise IntegrityError(
+                f"party '{dataset.manifest.owner}': the ciphertext dataset cannot be read (damaged or altered files)"
+            ) from None
+    raise wrap_library_error(exc, "verifying ciphertext digests failed") from None
 
 
 class Party:
@@ -481,7 +502,12 @@ class Aggregator:
         expected = [
             (m.owner, int(chunk), str(digest)) for m in manifests for chunk, digest in m.body["ciphertext_digests"]
         ]
-        _verify_digests(spark, union, expected)
+        try:
+            _verify_digests(spark, union, expected)
+        except IntegrityError:
+            raise
+        except Exception as exc:  # a damaged file fails the Spark job: find whose it is
+            _raise_unreadable(spark, datasets, exc)
 
         params = self.plan.params
         adder = make_adder(
