@@ -154,6 +154,31 @@ def _cells(path: Path):
                 yield value.encode()
 
 
+def _json_blobs(path: Path):
+    """Long string values of a JSON file, base64-decoded where they are base64."""
+    import base64
+    import binascii
+    import json
+
+    def walk(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+        elif isinstance(node, str) and len(node) > 64:
+            try:
+                yield base64.b64decode(node, validate=True)
+            except (binascii.Error, ValueError):
+                pass
+
+    try:
+        yield from walk(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError):
+        return
+
+
 def holds_secret_context(blob: bytes) -> bool:
     import tenseal as ts
 
@@ -176,6 +201,8 @@ def scan_for_secret_key(root: Path, holder: KeyHolder) -> list[str]:
         blobs = [path.read_bytes()]
         if path.suffix == ".parquet":
             blobs += list(_cells(path))
+        if path.suffix == ".json":
+            blobs += list(_json_blobs(path))
         for blob in blobs:
             if any(p in blob for p in probes) or holds_secret_context(blob):
                 findings.append(str(path.relative_to(root)))
