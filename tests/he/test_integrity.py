@@ -99,6 +99,17 @@ def test_tampered_ciphertext(ckks_holder, run):
     assert "clinic-0" not in str(info.value) and "clinic-2" not in str(info.value)
 
 
+def test_ciphertext_relabelled_with_another_layout(ckks_holder, run):
+    file = _parquet(run["copies"][0])
+    table = pq.read_table(file)
+    index = table.schema.get_field_index("layout_id")
+    table = table.set_column(index, "layout_id", pa.array(["0" * 32] * table.num_rows, pa.string()))
+    pq.write_table(table, file, compression="none")
+    file.with_name(f".{file.name}.crc").unlink()
+    with pytest.raises(IntegrityError, match="party 'clinic-0': 1 missing, 1 unlisted"):
+        _aggregate(ckks_holder, run, run["copies"])
+
+
 def test_damaged_file_names_the_party(ckks_holder, run):
     file = _parquet(run["copies"][2])
     data = bytearray(file.read_bytes())

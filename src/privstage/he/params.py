@@ -435,6 +435,10 @@ def plan_sum(
                     f"= {total:f} exceeds the headroom 2^{params.headroom_bits} = {params.max_abs_total:.0f} at "
                     f"scale 2^{params.scale_bits}; lower scale_bits or add a data prime"
                 )
+            if total * (Decimal(10) ** d) >= 2**62:
+                raise HEParameterError(
+                    f"measure '{name}': totals of {total:f} at {d} decimals do not fit the release's 62-bit integers"
+                )
             bound_err = params.error_bound(contributions, float(total))
             half_step = 0.5 * 10.0**-d
             if not bound_err < half_step:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Aggregator", "CiphertextDataset", "DecryptedSums", "Party", "decrypt_sums"]
 
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-_STORED = "chunk int, ciphertext binary"
+_STORED = "chunk int, ciphertext binary, layout_id string"
 #: Group layouts up to this many ciphertexts are packed by one task.
 _SINGLE_TASK_CHUNKS = 16
 
@@ -94,17 +94,30 @@ class CiphertextDataset:
         return cls(path=str(path), manifest=Manifest.read(io.local_path(str(path)), who=who))
 
     def read(self, spark: SparkSession) -> DataFrame:
-        return spark.read.schema(_STORED).parquet(self.path).select("chunk", "ciphertext")
+        return spark.read.schema(_STORED).parquet(self.path).select("chunk", "ciphertext", "layout_id")
 
 
-def _write_staged(df: DataFrame, output: str, round_id: str) -> str:
+def _reduce_partitions(spark: SparkSession, layout: Layout) -> int:
+    """Partitions of a by-chunk shuffle: no more than chunks, nor than the session's shuffle partitions
+    (each task starts a Python worker and loads the context, so a task per chunk costs more than it saves)."""
+    try:
+        configured = int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
+    except (TypeError, ValueError):
+        configured = 8
+    return max(1, min(layout.chunks, configured))
+
+
+def _write_staged(df: DataFrame, output: str, round_id: str, layout: Layout) -> str:
+    """Write ciphertext rows, each tagged with the layout id, uncompressed (ciphertexts do not compress)."""
+    from pyspark.sql import functions as F
+
     staging = io.new_staging_path(output, round_id)
-    df.write.option("compression", "none").parquet(staging)
+    df.withColumn("layout_id", F.lit(layout.layout_id)).write.option("compression", "none").parquet(staging)
     return staging
 
 
-def _verify_digests(spark: SparkSession, data: DataFrame, expected: list[tuple[str, int, str]]) -> None:
-    """Compare ``(party, chunk, digest)`` of stored ciphertexts with the manifests' lists, in Spark.
+def _verify_digests(spark: SparkSession, data: DataFrame, expected: list[tuple[str, int, str]], layout_id: str) -> None:
+    """Compare ``(party, chunk, digest, layout id)`` of stored ciphertexts with the manifests' lists, in Spark.
 
     Raises:
         IntegrityError: naming every party with a missing (truncated), unexpected (forged, tampered)
@@ -113,12 +126,14 @@ def _verify_digests(spark: SparkSession, data: DataFrame, expected: list[tuple[s
     from pyspark.sql import functions as F
 
     stored = (
-        data.select("party", "chunk", F.sha2("ciphertext", 256).alias("digest"))
-        .groupBy("party", "chunk", "digest")
+        data.select("party", "chunk", F.sha2("ciphertext", 256).alias("digest"), "layout_id")
+        .groupBy("party", "chunk", "digest", "layout_id")
         .agg(F.count(F.lit(1)).alias("stored"))
     )
-    listed = spark.createDataFrame(expected, "party string, chunk int, digest string").withColumn("listed", F.lit(1))
-    joined = stored.join(listed, ["party", "chunk", "digest"], "full_outer")
+    listed = spark.createDataFrame(
+        [(*row, layout_id) for row in expected], "party string, chunk int, digest string, layout_id string"
+    ).withColumn("listed", F.lit(1))
+    joined = stored.join(listed, ["party", "chunk", "digest", "layout_id"], "full_outer")
     problems = (
         joined.where(F.col("stored").isNull() | F.col("listed").isNull() | (F.col("stored") > 1))
         .select(
@@ -243,7 +258,7 @@ class Party:
             packed_input = packed_input.coalesce(1)
         else:
             chunk = (F.col("pos") / F.lit(layout.slots)).cast("long")
-            packed_input = packed_input.repartition(min(layout.chunks, 256), chunk)
+            packed_input = packed_input.repartition(_reduce_partitions(spark, layout), chunk)
         return packed_input.mapInArrow(self._packer(layout, quantize=False), PACK_SCHEMA)
 
     def pack_vector(self, df: DataFrame, *, position_column: str, value_column: str, layout: VectorLayout) -> DataFrame:
@@ -259,14 +274,12 @@ class Party:
         for column in (position_column, value_column):
             if column not in df.columns:
                 raise SpecError(f"party '{self.party_id}': no column '{column}'")
-        integer = isinstance(self.plan.params, BFVParams)
         source = df.select(
             F.col(position_column).cast("long").alias("pos"),
             F.col(value_column).cast("double").alias("value"),
             F.lit(1).cast("long").alias("rows"),
             F.lit(1).cast("long").alias("values"),
         )
-        del integer  # quantization and integer scaling happen in the packer
         return source.mapInArrow(self._packer(layout, quantize=True), PACK_SCHEMA)
 
     # -- committing ----------------------------------------------------------------------------
@@ -286,19 +299,18 @@ class Party:
             OverflowRisk: a slot exceeds its measure's declared bound, or a chunk has more ciphertexts
                 than the plan's ``ciphertexts_per_party``.
         """
-        from pyspark.sql import functions as F
 
         _check_id(round_id, "round id")
         if io.output_exists(output) and not overwrite:
             raise SpecError(f"party '{self.party_id}': output {output} exists")
-        staging = _write_staged(packed, output, round_id)
+        staging = _write_staged(packed, output, round_id, layout)
         try:
             # one small job: a row per ciphertext (never per input row)
             meta = (
                 packed.sparkSession.read.parquet(staging)
                 .select(
                     "chunk",
-                    F.sha2("ciphertext", 256).alias("digest"),
+                    "digest",
                     "n_rows",
                     "n_values",
                     "out_of_bounds",
@@ -467,6 +479,10 @@ class Aggregator:
     ) -> CiphertextDataset:
         """Verify every contribution, add the ciphertexts slot by slot in executors, commit the aggregate.
 
+        ``party_keys`` (with ``party_key_ids``: party id -> key id, decided by the verifier) checks each
+        party's manifest MAC; ``None`` skips that check here, for deployments that do not trust the
+        aggregator with party keys, and leaves it to the key holder (:func:`decrypt_sums` with ``party_keys``).
+
         Raises:
             IntegrityError: a forged, tampered, truncated, replayed, empty or mismatched-context
                 contribution, naming the party.
@@ -503,7 +519,7 @@ class Aggregator:
             (m.owner, int(chunk), str(digest)) for m in manifests for chunk, digest in m.body["ciphertext_digests"]
         ]
         try:
-            _verify_digests(spark, union, expected)
+            _verify_digests(spark, union, expected, layout.layout_id)
         except IntegrityError:
             raise
         except Exception as exc:  # a damaged file fails the Spark job: find whose it is
@@ -520,20 +536,17 @@ class Aggregator:
         leaves = union.select(
             "chunk",
             "ciphertext",
+            F.lit(None).cast("string").alias("digest"),
             F.lit(1).cast("long").alias("n_inputs"),
             "party",
             F.lit(None).cast("string").alias("reason"),
         )
         partial = leaves.mapInArrow(adder, ADD_SCHEMA)
-        final = partial.repartition(max(1, min(layout.chunks, 64)), "chunk").mapInArrow(adder, ADD_SCHEMA)
-        staging = _write_staged(final, output, round_id)
+        final = partial.repartition(_reduce_partitions(spark, layout), "chunk").mapInArrow(adder, ADD_SCHEMA)
+        staging = _write_staged(final, output, round_id, layout)
         try:
             # one small job: a row per chunk sum or flagged input
-            meta = (
-                spark.read.parquet(staging)
-                .select("chunk", F.sha2("ciphertext", 256).alias("digest"), "n_inputs", "party", "reason")
-                .collect()
-            )
+            meta = spark.read.parquet(staging).select("chunk", "digest", "n_inputs", "party", "reason").collect()
             bad = sorted({(str(r["party"]), str(r["reason"])) for r in meta if r["reason"] is not None})
             if bad:
                 detail = "; ".join(f"party '{p}': {reason}" for p, reason in bad)
@@ -654,7 +667,8 @@ def decrypt_sums(
     # the aggregate holds one ciphertext per chunk (sums, not row-level data): stream them to the key holder
     for row in dataset.read(spark).toLocalIterator():
         chunk, ciphertext = int(row["chunk"]), bytes(row["ciphertext"])
-        if listed.get(chunk) != hashlib.sha256(ciphertext).hexdigest() or chunk in seen:
+        digest_ok = listed.get(chunk) == hashlib.sha256(ciphertext).hexdigest()
+        if not digest_ok or row["layout_id"] != layout.layout_id or chunk in seen:
             raise IntegrityError(
                 f"aggregate '{manifest.owner}': a stored ciphertext is not the one its manifest lists (forged, "
                 "tampered or duplicated)"
@@ -662,7 +676,10 @@ def decrypt_sums(
         if not 0 <= chunk < layout.chunks:
             raise IntegrityError(f"aggregate '{manifest.owner}': chunk {chunk} is outside the layout")
         seen.add(chunk)
-        total[chunk * params.slots : (chunk + 1) * params.slots] = holder.decrypt_chunk(ciphertext)
+        slots = holder.decrypt_chunk(ciphertext)
+        if slots.shape != (params.slots,):
+            raise IntegrityError(f"aggregate '{manifest.owner}': chunk {chunk} decrypts to {slots.size} slots")
+        total[chunk * params.slots : (chunk + 1) * params.slots] = slots
     if seen != set(listed):
         raise IntegrityError(f"aggregate '{manifest.owner}': {len(set(listed) - seen)} listed ciphertexts are missing")
 

@@ -8,7 +8,9 @@ Design:
 * **Packing** is one pass over a partition: values are quantized to the measure's grid (or arrive
   quantized from a Spark aggregate), scatter-added into one dense slot vector per ciphertext chunk
   (``numpy.bincount`` for CKKS, exact ``int64`` for BFV), checked against the declared bounds, and
-  each chunk is encrypted under the public key and emitted as serialized bytes. Positions with the
+  each chunk is encrypted under the public key and emitted as serialized bytes with their SHA-256 (the
+  manifest's digests then need no second pass over the ciphertexts; verifiers recompute them from
+  the stored bytes). Positions with the
   same value add up, so a partition that saw part of a chunk emits a partial ciphertext; partial
   ciphertexts of a chunk simply add at the aggregator (the manifest counts them, the plan bounds them).
 * **Adding** is a tree: every partition sums the ciphertexts it holds per chunk (a map-side
@@ -30,9 +32,11 @@ import numpy as np
 __all__ = ["ADD_SCHEMA", "PACK_SCHEMA", "make_adder", "make_packer"]
 
 #: Rows of a packed contribution (``chunk = -1`` rows only report unknown positions; never committed).
-PACK_SCHEMA = "chunk int, ciphertext binary, n_values long, n_rows long, out_of_bounds long, unknown long"
+PACK_SCHEMA = (
+    "chunk int, ciphertext binary, digest string, n_values long, n_rows long, out_of_bounds long, unknown long"
+)
 #: Rows of (partial) sums; ``reason`` is set on flagged input, with ``party`` naming its source.
-ADD_SCHEMA = "chunk int, ciphertext binary, n_inputs long, party string, reason string"
+ADD_SCHEMA = "chunk int, ciphertext binary, digest string, n_inputs long, party string, reason string"
 
 
 def make_packer(
@@ -64,6 +68,8 @@ def make_packer(
     pow10 = None if quantize_decimals is None else np.asarray([10.0**d for d in quantize_decimals])
 
     def pack(batches: Iterator[Any]) -> Iterator[Any]:
+        import hashlib
+
         import pyarrow as pa
         import tenseal as ts
 
@@ -130,6 +136,7 @@ def make_packer(
                 {
                     "chunk": pa.array([chunk], pa.int32()),
                     "ciphertext": pa.array([ciphertext], pa.binary()),
+                    "digest": pa.array([hashlib.sha256(ciphertext).hexdigest()], pa.string()),
                     "n_values": pa.array([n_values[chunk]], pa.int64()),
                     "n_rows": pa.array([n_rows[chunk]], pa.int64()),
                     "out_of_bounds": pa.array([out_of_bounds], pa.int64()),
@@ -142,6 +149,7 @@ def make_packer(
                 {
                     "chunk": pa.array([-1], pa.int32()),
                     "ciphertext": pa.array([None], pa.binary()),
+                    "digest": pa.array([None], pa.string()),
                     "n_values": pa.array([0], pa.int64()),
                     "n_rows": pa.array([0], pa.int64()),
                     "out_of_bounds": pa.array([0], pa.int64()),
@@ -158,6 +166,8 @@ def make_adder(
     """A ``mapInArrow`` function from ADD_SCHEMA rows to per-chunk sums in ADD_SCHEMA (flagged rows pass through)."""
 
     def add(batches: Iterator[Any]) -> Iterator[Any]:
+        import hashlib
+
         import pyarrow as pa
         import tenseal as ts
 
@@ -212,10 +222,12 @@ def make_adder(
                     sums[chunk] = vector
                     counts[chunk] = int(n_inputs)
         for chunk in sorted(sums):
+            ciphertext = sums.pop(chunk).serialize()
             yield pa.RecordBatch.from_pydict(
                 {
                     "chunk": pa.array([chunk], pa.int32()),
-                    "ciphertext": pa.array([sums.pop(chunk).serialize()], pa.binary()),
+                    "ciphertext": pa.array([ciphertext], pa.binary()),
+                    "digest": pa.array([hashlib.sha256(ciphertext).hexdigest()], pa.string()),
                     "n_inputs": pa.array([counts[chunk]], pa.int64()),
                     "party": pa.array([None], pa.string()),
                     "reason": pa.array([None], pa.string()),
@@ -226,6 +238,7 @@ def make_adder(
                 {
                     "chunk": pa.array([c for c, _, _ in flagged], pa.int32()),
                     "ciphertext": pa.array([None] * len(flagged), pa.binary()),
+                    "digest": pa.array([None] * len(flagged), pa.string()),
                     "n_inputs": pa.array([0] * len(flagged), pa.int64()),
                     "party": pa.array([p for _, p, _ in flagged], pa.string()),
                     "reason": pa.array([r for _, _, r in flagged], pa.string()),
