@@ -254,3 +254,21 @@ def test_aggregator_refuses_a_dataset_without_manifest(ckks_holder, run):
     empty.mkdir()
     with pytest.raises(IntegrityError, match="contribution empty-party: the ciphertext dataset has no manifest"):
         _aggregate(ckks_holder, run, [*run["copies"], str(empty)])
+
+
+def test_spark_failures_are_wrapped_without_data(spark, ckks_holder, tmp_path):
+    """A failing cast inside Spark becomes a retryable StageExecutionError that does not quote the value."""
+    from privstage.errors import StageExecutionError
+
+    layout = clinic_layout(ckks_holder.params)
+    plan = layout.plan(ckks_holder.params, parties=3)
+    party = Party("clinic-9", ckks_holder.public_context().data, plan=plan, key=key("he-party-clinic-9"))
+    frame = spark.createDataFrame([("v1", "J06", "078-05-1120")], "visit_id string, diagnosis string, cost string")
+    out = tmp_path / "clinic-9"
+    with pytest.raises(StageExecutionError) as info:
+        party.write(
+            party.pack_groups(frame, group_column="diagnosis", layout=layout), str(out), layout=layout, round_id="r"
+        )
+    assert "078-05-1120" not in str(info.value) and info.value.retryable
+    assert "party 'clinic-9': encrypting failed" in str(info.value)
+    assert not out.exists()

@@ -7,7 +7,7 @@ Where each bound comes from
 ---------------------------
 **Security.** :data:`MAX_COEFF_MODULUS_BITS_128` is the 128-bit *classical* row of the
 HomomorphicEncryption.org security standard (Albrecht et al., "Homomorphic Encryption Security
-Standard", 2018, Table 1, uniform ternary secret, error sigma = 3.2): the largest total bit length
+Standard", 2018, the tables for uniform ternary secrets, error sigma ≈ 3.2): the largest total bit length
 of the coefficient modulus ``q`` (special prime included) for each ring degree ``N``. It is the
 table SEAL enforces for ``sec_level_type::tc128``; checking it here gives the limit in the message
 instead of SEAL's bare ``ValueError``. Each prime is at most 60 bits (SEAL's ``CoeffModulus``

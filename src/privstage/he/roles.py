@@ -18,9 +18,10 @@ Every check runs before anything is committed; failures raise typed errors namin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +35,7 @@ from privstage.errors import (
     HEParameterError,
     IntegrityError,
     OverflowRisk,
+    PrivstageError,
     SpecError,
     wrap_library_error,
 )
@@ -107,13 +109,34 @@ def _reduce_partitions(spark: SparkSession, layout: Layout) -> int:
     return max(1, min(layout.chunks, configured))
 
 
-def _write_staged(df: DataFrame, output: str, round_id: str, layout: Layout) -> str:
+@contextlib.contextmanager
+def _library_errors(what: str) -> Iterator[None]:
+    """Spark and TenSEAL failures become retryable StageExecutionErrors without their (data-bearing) messages."""
+    try:
+        yield
+    except PrivstageError:
+        raise
+    except Exception as exc:
+        raise wrap_library_error(exc, f"{what} failed in Spark or TenSEAL") from None
+
+
+def _write_staged(df: DataFrame, staging: str, layout: Layout) -> None:
     """Write ciphertext rows, each tagged with the layout id, uncompressed (ciphertexts do not compress)."""
     from pyspark.sql import functions as F
 
-    staging = io.new_staging_path(output, round_id)
     df.withColumn("layout_id", F.lit(layout.layout_id)).write.option("compression", "none").parquet(staging)
-    return staging
+
+
+def _stream(df: DataFrame, what: str) -> Iterator[Any]:
+    """One row at a time to the driver (only used for aggregates: one ciphertext per chunk); Spark errors wrapped."""
+    rows = df.toLocalIterator()
+    while True:
+        with _library_errors(what):
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+        yield row
 
 
 def _verify_digests(spark: SparkSession, data: DataFrame, expected: list[tuple[str, int, str]], layout_id: str) -> None:
@@ -303,21 +326,16 @@ class Party:
         _check_id(round_id, "round id")
         if io.output_exists(output) and not overwrite:
             raise SpecError(f"party '{self.party_id}': output {output} exists")
-        staging = _write_staged(packed, output, round_id, layout)
+        staging = io.new_staging_path(output, round_id)
         try:
-            # one small job: a row per ciphertext (never per input row)
-            meta = (
-                packed.sparkSession.read.parquet(staging)
-                .select(
-                    "chunk",
-                    "digest",
-                    "n_rows",
-                    "n_values",
-                    "out_of_bounds",
-                    "unknown",
+            with _library_errors(f"party '{self.party_id}': encrypting"):
+                _write_staged(packed, staging, layout)
+                # one small job: a row per ciphertext (never per input row)
+                meta = (
+                    packed.sparkSession.read.parquet(staging)
+                    .select("chunk", "digest", "n_rows", "n_values", "out_of_bounds", "unknown")
+                    .collect()
                 )
-                .collect()
-            )
             totals = {
                 name: sum(int(r[col]) for r in meta)
                 for name, col in (
@@ -543,10 +561,12 @@ class Aggregator:
         )
         partial = leaves.mapInArrow(adder, ADD_SCHEMA)
         final = partial.repartition(_reduce_partitions(spark, layout), "chunk").mapInArrow(adder, ADD_SCHEMA)
-        staging = _write_staged(final, output, round_id, layout)
+        staging = io.new_staging_path(output, round_id)
         try:
-            # one small job: a row per chunk sum or flagged input
-            meta = spark.read.parquet(staging).select("chunk", "digest", "n_inputs", "party", "reason").collect()
+            with _library_errors(f"aggregator '{self.aggregator_id}': adding"):
+                _write_staged(final, staging, layout)
+                # one small job: a row per chunk sum or flagged input
+                meta = spark.read.parquet(staging).select("chunk", "digest", "n_inputs", "party", "reason").collect()
             bad = sorted({(str(r["party"]), str(r["reason"])) for r in meta if r["reason"] is not None})
             if bad:
                 detail = "; ".join(f"party '{p}': {reason}" for p, reason in bad)
@@ -665,7 +685,7 @@ def decrypt_sums(
         raise IntegrityError(f"aggregate '{manifest.owner}': the manifest lists a chunk twice")
     seen: set[int] = set()
     # the aggregate holds one ciphertext per chunk (sums, not row-level data): stream them to the key holder
-    for row in dataset.read(spark).toLocalIterator():
+    for row in _stream(dataset.read(spark), "key holder: reading the aggregate"):
         chunk, ciphertext = int(row["chunk"]), bytes(row["ciphertext"])
         digest_ok = listed.get(chunk) == hashlib.sha256(ciphertext).hexdigest()
         if not digest_ok or row["layout_id"] != layout.layout_id or chunk in seen:
