@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.bench_pseudonymize", "bench.bench_dp_aggregate"]
+BENCHMARKS = ["bench.bench_pseudonymize", "bench.bench_dp_aggregate", "bench.bench_he"]
 
 
 def main(argv: list[str]) -> int:
