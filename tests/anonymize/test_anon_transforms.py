@@ -119,7 +119,9 @@ def test_keyed_pseudonym_date_shift_top_coding_and_suppression(spark):
     )  # fmt: skip
     result = anonymize(df, cfg, spark=spark, keys=KEYS)
     assert result.data.columns == ["pid_p", "visit", "cost", "grp", "note"]  # 'extra' unlisted: dropped
-    out = sorted((r.asDict() for r in result.data.collect()), key=lambda r: (r["pid_p"] or "", r["visit"] or dt.date.min))
+    out = sorted(
+        (r.asDict() for r in result.data.collect()), key=lambda r: (r["pid_p"] or "", r["visit"] or dt.date.min)
+    )
     expected_p1 = hmac.new(KEY, b"P1", hashlib.sha256).hexdigest()
     p1 = [r for r in out if r["pid_p"] == expected_p1]
     assert len(p1) == 2

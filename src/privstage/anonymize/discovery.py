@@ -35,7 +35,8 @@ KINDS = (
 PII_PATTERNS: dict[str, str] = {
     "email": r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
     "ssn": r"^(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}$",
-    "phone": r"^\+?(?=(?:\D*\d){7,15}\D*$)[\d(][\d ().-]{5,22}\d$",
+    # country code, area code (optionally in parentheses), two groups; a decimal number never matches
+    "phone": r"^(?=(?:\D*\d){7,15}\D*$)\+?\d{0,3}[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}$",
     "credit_card": r"^(?:\d[ -]?){12,18}\d$",
     "iban": r"^[A-Z]{2}\d{2}[A-Z0-9]{11,30}$",
     "ip_address": r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$"
