@@ -19,7 +19,8 @@ How the search runs
 -------------------
 * Nodes are level vectors ``(l_1..l_m)`` between each QI's ``min_level`` and ``max_level``.
 * Layers are visited bottom-up by height. All not-yet-decided nodes of one layer are evaluated in one
-  Spark job: the cached count table is cross-joined with the (broadcast) node list, each row picks its
+  Spark job (several layers share a job while the count table times the nodes stays small): the
+  cached count table is cross-joined with the (broadcast) node list, each row picks its
   label for each node's level (``element_at`` of the per-level label columns), and two aggregations give
   per node: rows in classes violating k or l (suppressed), kept classes, smallest kept class and the
   discernibility of the kept classes. Only those per-node aggregates reach the driver.
@@ -49,6 +50,10 @@ __all__ = ["NodeResult", "QISpec", "SearchResult", "lattice_search", "node_label
 
 #: Rows (count-table rows x nodes) one evaluation job may process; more nodes are split across jobs.
 ROW_BUDGET = 30_000_000
+#: Below this many rows (count-table rows x nodes), successive layers share one job: on a small table the
+#: job overhead dominates and pruning saves nothing; on a large one each layer is its own job so that
+#: the next layer is pruned by what this one found.
+MULTI_LAYER_BUDGET = 2_000_000
 NODE_COL, COUNT_COL, SENS_COL, NULL_COL = "__node", "__c", "__s", "__null"
 
 
@@ -133,6 +138,7 @@ def lattice_search(
     if left >= 0:
         heights = sorted(layers)
         per_job = max(1, ROW_BUDGET // max(base_rows, 1))
+        per_batch = max(1, MULTI_LAYER_BUDGET // max(base_rows, 1))
         pos = 0
         done = False
         while pos < len(heights) and not done:
@@ -142,7 +148,7 @@ def lattice_search(
             size = 0
             while pos < len(heights):
                 todo = [n for n in layers[heights[pos]] if not any(_leq(m.levels, n) for m in minimal)]
-                if batch and size + len(todo) > per_job:
+                if batch and size + len(todo) > per_batch:
                     break
                 batch.append((heights[pos], todo))
                 size += len(todo)
