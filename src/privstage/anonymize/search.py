@@ -12,8 +12,12 @@ attribute, which is what a research release specifies ("ZIP3, age band, visit mo
 does not grow with N after one pass: the rows are read ONCE and aggregated into a small table of counts
 per combination of the finest allowed labels (plus the sensitive value when l-diversity is asked for);
 every lattice node is then evaluated by rolling that small table up. Measured on the clinic data (see
-bench/bench_anonymize.py): the finest-combination table is a few percent of the rows at 10M, so the
-whole search costs about one extra group-by over the data.
+bench/bench_anonymize.py, 10M rows, k=5, 4 QIs, 128-node lattice, shared 2-core machine): the count
+table had 387,525 rows (3.9% of the input), the search evaluated 5 nodes in ONE job on it, and the
+whole release (count pass, search, labelled projection with anti-join, risk report measured on the
+release) took 219 s, 5.0x one plain group-by over the four raw QI columns (43.5 s) - the search itself
+is a small part; the passes over the rows dominate. Mondrian was not implemented: its ~log2(N/k) full
+passes alone would cost more than that whole release.
 
 How the search runs
 -------------------
