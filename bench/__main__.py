@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.bench_pseudonymize", "bench.bench_dp_aggregate", "bench.bench_he"]
+BENCHMARKS = [
+    "bench.bench_pseudonymize",
+    "bench.bench_dp_aggregate",
+    "bench.bench_he",
+    "bench.bench_anonymize",
+]
 
 
 def main(argv: list[str]) -> int:
