@@ -227,7 +227,7 @@ class ColumnKey(StrictModel):
     column: str
     spark_type: str = Field(description="The column's type before encryption (Spark DDL), restored on decrypt.")
     dek_version: int = Field(1, ge=1, description="Written into every field ciphertext's header.")
-    key: WrappedKey | None = Field(None, description="None with per-subject keys (they live in the subject store).")
+    wrapped_dek: WrappedKey | None = Field(None, description="None with per-subject keys (they live in the subject store).")
 
 
 class FileEntry(StrictModel):
@@ -265,8 +265,8 @@ class EncryptionManifest(StrictModel):
         """KEK id -> versions that wrap this manifest's DEKs."""
         out: dict[str, set[int]] = {}
         for col in self.columns:
-            if col.key is not None:
-                out.setdefault(col.key.kek_id, set()).add(col.key.kek_version)
+            if col.wrapped_dek is not None:
+                out.setdefault(col.wrapped_dek.kek_id, set()).add(col.wrapped_dek.kek_version)
         return {k: sorted(v) for k, v in out.items()}
 
 
@@ -282,11 +282,11 @@ def rewrap(manifest: EncryptionManifest, keys: KeyProvider, new_version: int | N
     new_kek = keys.get(manifest.kek_id, new_version)
     columns = []
     for col in manifest.columns:
-        if col.key is None:
+        if col.wrapped_dek is None:
             columns.append(col)
             continue
-        dek = unwrap_dek(keys, col.key)
-        columns.append(col.model_copy(update={"key": wrap_dek(new_kek, dek, context=col.key.context)}))
+        dek = unwrap_dek(keys, col.wrapped_dek)
+        columns.append(col.model_copy(update={"wrapped_dek": wrap_dek(new_kek, dek, context=col.wrapped_dek.context)}))
     return manifest.model_copy(update={"columns": tuple(columns)})
 
 

@@ -135,7 +135,7 @@ def plan_encrypt(spec: FieldEncryptionSpec, schema: StructType, keys: KeyProvide
             continue
         deks[name] = new_dek()
         wrapped = wrap_dek(kek, deks[name], context=f"{spec.dataset}/{name}")
-        columns.append(ColumnKey(column=name, spark_type=spark_type, key=wrapped))
+        columns.append(ColumnKey(column=name, spark_type=spark_type, wrapped_dek=wrapped))
     manifest = EncryptionManifest(
         dataset=spec.dataset,
         mode="field",
@@ -158,8 +158,8 @@ def plan_decrypt(manifest: EncryptionManifest, keys: KeyProvider) -> FieldKeys:
         raise SpecError(f"dataset '{manifest.dataset}' is encrypted in {manifest.mode} mode, not field mode")
     deks = {}
     for col in manifest.columns:
-        if col.key is not None:
-            deks[col.column] = unwrap_dek(keys, col.key, expected_context=f"{manifest.dataset}/{col.column}")
+        if col.wrapped_dek is not None:
+            deks[col.column] = unwrap_dek(keys, col.wrapped_dek, expected_context=f"{manifest.dataset}/{col.column}")
     return FieldKeys(manifest=manifest, deks=deks)
 
 
