@@ -68,3 +68,32 @@ def leaks():
 @pytest.fixture()
 def add_key():
     return add_key_version
+
+
+@pytest.fixture()
+def event_log_text(spark_event_log_dir: Path):
+    """event_log_text() -> this run's Spark event log so far, decompressed (Spark 4 writes zstd frames)."""
+    import io
+
+    import zstandard
+
+    def read() -> str:
+        parts = []
+        for path in sorted(spark_event_log_dir.rglob("events_*")):
+            if path.name.startswith("."):
+                continue
+            data = path.read_bytes()
+            if path.suffix != ".zstd":
+                parts.append(data.decode(errors="replace"))
+                continue
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+            chunks = []
+            try:
+                while chunk := reader.read(1 << 20):
+                    chunks.append(chunk)
+            except zstandard.ZstdError:  # the frame being written when we read
+                pass
+            parts.append(b"".join(chunks).decode(errors="replace"))
+        return "".join(parts)
+
+    return read

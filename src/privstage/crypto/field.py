@@ -299,7 +299,9 @@ def translate(exc: BaseException, *, stage: str | None = None) -> PrivstageError
     """IntegrityError / KeyUnavailable for a Spark error raised by privstage's field functions, else None."""
     match = _MARKER.search(_java_messages(exc))
     if match is None:
-        return None
+        from privstage.crypto.file import translate as translate_file  # a damaged Parquet file
+
+        return translate_file(exc)
     kind, dataset, column, row_key, reason = match.groups()
     where = f"dataset '{dataset}', column '{column}', row key '{row_key}'"
     if kind == "KEY_UNAVAILABLE":

@@ -187,7 +187,13 @@ def translate(exc: BaseException, manifest: EncryptionManifest | None = None) ->
     match = re.search(r"privstage kms: ([^\n]*(does not unwrap|malformed)[^\n]*)", text)
     if match:
         return IntegrityError(f"{dataset}{match.group(1)}")
-    crypto = ("ParquetCryptoRuntimeException", "AEADBadTagException", "Tag mismatch", "GCM tag check failed")
+    crypto = (
+        "ParquetCryptoRuntimeException",
+        "AEADBadTagException",
+        "Tag mismatch",
+        "GCM tag check failed",
+        "ChecksumException",  # Hadoop's .crc beside a local file no longer matches it
+    )
     if any(word in text for word in crypto):
         reason = next(line for line in chain if any(word in line for word in crypto))
         file_match = re.search(r"file:(/[^\s\]'\"]+)", text)
