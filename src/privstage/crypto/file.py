@@ -1,5 +1,8 @@
 """File mode: Parquet Modular Encryption (PME) with column keys for chosen columns and an encrypted footer.
 
+Every other column is encrypted with the footer key (``complete.columns``), so that every page of the
+file is authenticated: PME leaves unlisted columns' pages plaintext and unauthenticated otherwise.
+
 Spark writes and reads through parquet-mr's ``PropertiesDrivenCryptoFactory`` and privstage's
 ``io.privstage.spark.DirectoryKmsClient`` (Java, in privstage's jar). All settings go as options of
 one read or write (Spark copies them into that job's Hadoop configuration); none is a session setting,
@@ -146,7 +149,9 @@ def write_options(spec: FileEncryptionSpec, key_dir: KeyDirectory) -> dict[str, 
             "parquet.encryption.footer.key": spec.footer_kek_id or spec.kek_id,
             "parquet.encryption.algorithm": "AES_GCM_V1",
             "parquet.encryption.plaintext.footer": "false",
-            "parquet.encryption.complete.columns": "false",
+            # Every other column is encrypted (and so authenticated) with the footer key: with "false",
+            # pages of unlisted columns are plaintext and a flipped byte there goes unnoticed by PME.
+            "parquet.encryption.complete.columns": "true",
         }
     )
     return options
@@ -195,7 +200,7 @@ def translate(exc: BaseException, manifest: EncryptionManifest | None = None) ->
         "ChecksumException",  # Hadoop's .crc beside a local file no longer matches it
     )
     if any(word in text for word in crypto):
-        reason = next(line for line in chain if any(word in line for word in crypto))
+        reason = next(line for line in [*chain[1:], chain[0]] if any(word in line for word in crypto))
         file_match = re.search(r"file:(/[^\s\]'\"]+)", text)
         where = f" in {Path(file_match.group(1)).name}" if file_match else ""
         return IntegrityError(f"{dataset}Parquet decryption failed{where}: {reason.strip()[:300]}")
