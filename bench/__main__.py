@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.bench_pseudonymize"]
+BENCHMARKS = ["bench.bench_pseudonymize", "bench.bench_encrypt"]
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,13 @@ from privstage.errors import IntegrityError, KeyUnavailable, SpecError
 
 
 def _spec(**extra):
-    return {"mode": "field", "dataset": "visits", "kek_id": "visits-kek", "columns": ["ssn"], "row_key": "visit_id"} | extra
+    return {
+        "mode": "field",
+        "dataset": "visits",
+        "kek_id": "visits-kek",
+        "columns": ["ssn"],
+        "row_key": "visit_id",
+    } | extra
 
 
 @pytest.mark.parametrize(
@@ -114,14 +120,14 @@ def test_file_list_detects_deleted_added_and_replaced_files(tmp_path: Path, keys
     manifest = _manifest(keys, env.new_dek()).model_copy(update={"files": env.file_entries(tmp_path)})
     env.verify_files(tmp_path, manifest)
     (tmp_path / "part-1.parquet").write_bytes(b"c" * 10)  # same size, other content
-    with pytest.raises(IntegrityError, match="part-1.parquet does not match"):
+    with pytest.raises(IntegrityError, match=r"part-1\.parquet does not match"):
         env.verify_files(tmp_path, manifest)
     (tmp_path / "part-1.parquet").unlink()
-    with pytest.raises(IntegrityError, match="part-1.parquet listed in the manifest is missing"):
+    with pytest.raises(IntegrityError, match=r"part-1\.parquet listed in the manifest is missing"):
         env.verify_files(tmp_path, manifest)
     (tmp_path / "part-1.parquet").write_bytes(b"b" * 10)
     (tmp_path / "part-2.parquet").write_bytes(b"x")
-    with pytest.raises(IntegrityError, match="part-2.parquet is not in the manifest"):
+    with pytest.raises(IntegrityError, match=r"part-2\.parquet is not in the manifest"):
         env.verify_files(tmp_path, manifest)
 
 

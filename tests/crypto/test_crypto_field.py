@@ -79,7 +79,11 @@ def _tamper_cases():
         at = F.lit(pos) if pos > 0 else F.length(c) + pos + 1
         byte = F.substring(c, at, 1)
         flipped = F.unhex(F.lpad(F.hex(F.conv(F.hex(byte), 16, 10).cast("int").bitwiseXOR(1)), 2, "0"))
-        return F.concat(F.substring(c, 1, at - 1), flipped, F.expr(f"substring({col}, {'' if pos > 0 else 'length(' + col + ') +'} {pos} + 1)"))
+        return F.concat(
+            F.substring(c, 1, at - 1),
+            flipped,
+            F.expr(f"substring({col}, {'' if pos > 0 else 'length(' + col + ') +'} {pos} + 1)"),
+        )
 
     return {
         "byte in value": lambda df: df.withColumn("ssn", flip("ssn", 20)),
@@ -191,7 +195,7 @@ def test_shredding_a_subject_makes_only_that_subject_unreadable(spark, visits, k
     assert store.shred(victim) and not store.shred(victim)
     stored = spark.read.parquet(str(path))
     plan = fm.plan_decrypt(manifest, keys)
-    with pytest.raises(KeyUnavailable, match="column '(ssn|name)'.*shredded"):
+    with pytest.raises(KeyUnavailable, match=r"column '(ssn|name)'.*shredded"):
         with fm.translating():
             fm.decrypt(stored, plan, spark=spark, subjects=store).collect()
     others = fm.decrypt(stored.where(stored.patient_id != victim), plan, spark=spark, subjects=store)

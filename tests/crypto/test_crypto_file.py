@@ -31,7 +31,9 @@ def encrypted(visits, keys, key_dir, tmp_path: Path):
     return path, manifest
 
 
-def test_spark_round_trip_with_encrypted_footer_and_no_plaintext_on_disk(spark, visits, visits_pdf, key_dir, encrypted, tmp_path):
+def test_spark_round_trip_with_encrypted_footer_and_no_plaintext_on_disk(
+    spark, visits, visits_pdf, key_dir, encrypted, tmp_path
+):
     path, manifest = encrypted
     assert len(manifest.files) == 2 and manifest.file_kms == {"columns": "visits-kek", "footer": "visits-kek"}
     raw = b"".join((path / f.name).read_bytes() for f in manifest.files)
@@ -41,7 +43,9 @@ def test_spark_round_trip_with_encrypted_footer_and_no_plaintext_on_disk(spark, 
     assert _rows(spark.read.parquet(str(tmp_path / "clear"))) == _rows(visits)
 
 
-def test_pyarrow_reads_what_spark_wrote_and_spark_reads_what_pyarrow_wrote(spark, visits_pdf, keys, key_dir, encrypted, tmp_path):
+def test_pyarrow_reads_what_spark_wrote_and_spark_reads_what_pyarrow_wrote(
+    spark, visits_pdf, keys, key_dir, encrypted, tmp_path
+):
     path, manifest = encrypted
     props = fm.pyarrow_decryption_properties(keys)
     tables = [pq.read_table(path / f.name, decryption_properties=props) for f in manifest.files]
@@ -52,7 +56,9 @@ def test_pyarrow_reads_what_spark_wrote_and_spark_reads_what_pyarrow_wrote(spark
     written.mkdir()
     table = pa.Table.from_pandas(visits_pdf, preserve_index=False)
     spec = env.parse_encryption_spec(SPEC)
-    pq.write_table(table, written / "part-0.parquet", encryption_properties=fm.pyarrow_encryption_properties(spec, keys))
+    pq.write_table(
+        table, written / "part-0.parquet", encryption_properties=fm.pyarrow_encryption_properties(spec, keys)
+    )
     assert (written / "part-0.parquet").read_bytes()[-4:] == b"PARE"
     with fm.translating():
         back = fm.read_dataset(spark, written, fm.KeyDirectory.mounted(key_dir)).select("visit_id", "ssn", "email")
@@ -99,7 +105,7 @@ def test_flipped_byte_in_a_page_or_the_footer_is_an_integrity_error(spark, keys,
     with pytest.raises(IntegrityError, match="does not match the manifest"):
         fm.decrypt_dataset(spark, path, tmp_path / "out", kd)
     # Without the manifest check, Parquet's own GCM authentication still refuses the file.
-    with pytest.raises(IntegrityError, match="dataset 'visits'.*(GCM tag check failed|Tag mismatch)"):
+    with pytest.raises(IntegrityError, match=r"dataset 'visits'.*(GCM tag check failed|Tag mismatch)"):
         fm.decrypt_dataset(spark, path, tmp_path / "out", kd, verify=False)
     assert not (tmp_path / "out").exists()
 

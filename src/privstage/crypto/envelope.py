@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from privstage.errors import IntegrityError, KeyUnavailable, SpecError
+from privstage.errors import IntegrityError, SpecError
 from privstage.keys.base import Key, KeyProvider
 from privstage.spec import KEY_ID_PATTERN, StrictModel
 
@@ -227,7 +227,9 @@ class ColumnKey(StrictModel):
     column: str
     spark_type: str = Field(description="The column's type before encryption (Spark DDL), restored on decrypt.")
     dek_version: int = Field(1, ge=1, description="Written into every field ciphertext's header.")
-    wrapped_dek: WrappedKey | None = Field(None, description="None with per-subject keys (they live in the subject store).")
+    wrapped_dek: WrappedKey | None = Field(
+        None, description="None with per-subject keys (they live in the subject store)."
+    )
 
 
 class FileEntry(StrictModel):

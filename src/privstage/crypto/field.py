@@ -106,7 +106,8 @@ def _check_columns(spec: FieldEncryptionSpec, schema: StructType) -> None:
     for name in wanted:
         if name not in names:
             raise SpecError(f"column '{name}' is not in the input (columns: {', '.join(names)})")
-    from pyspark.sql.types import BinaryType, MapType, StructType as ST, ArrayType  # noqa: N817
+    from pyspark.sql.types import ArrayType, BinaryType, MapType
+    from pyspark.sql.types import StructType as ST
 
     for name in spec.columns:
         dtype = schema[name].dataType
@@ -183,18 +184,27 @@ def _distinct_subjects(df: DataFrame, column: str) -> list[str]:
 def _with_keys(
     df: DataFrame, keys: FieldKeys, spark: SparkSession, subject_deks: Mapping[str, bytes] | None
 ) -> DataFrame:
-    """``df`` joined with the broadcast key relation: one column per column DEK, or the subject's DEK."""
+    """``df`` joined with the broadcast key relation: one column per column DEK, or the subject's DEK.
+
+    The relation is built from an Arrow table (a LocalRelation: no Python worker, and plans show its
+    column names only, never its values).
+    """
+    import pyarrow as pa
     from pyspark.sql import functions as F
-    from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
     m = keys.manifest
     if m.subject_column is None:
         names = [c.column for c in m.columns]
-        schema = StructType([StructField(f"{_KEY_PREFIX}{i}", BinaryType(), False) for i in range(len(names))])
-        rel = spark.createDataFrame([tuple(keys.deks[n] for n in names)], schema)
-        return df.crossJoin(F.broadcast(rel))
-    schema = StructType([StructField(_SUBJECT_COL, StringType(), False), StructField(_KEY_PREFIX, BinaryType())])
-    rel = spark.createDataFrame(sorted((subject_deks or {}).items()), schema)
+        table = pa.table({f"{_KEY_PREFIX}{i}": pa.array([keys.deks[n]], pa.binary()) for i, n in enumerate(names)})
+        return df.crossJoin(F.broadcast(spark.createDataFrame(table)))
+    items = sorted((subject_deks or {}).items())
+    table = pa.table(
+        {
+            _SUBJECT_COL: pa.array([s for s, _ in items], pa.string()),
+            _KEY_PREFIX: pa.array([k for _, k in items], pa.binary()),
+        }
+    )
+    rel = spark.createDataFrame(table)
     return df.join(F.broadcast(rel), df[m.subject_column].cast("string") == rel[_SUBJECT_COL], "left")
 
 

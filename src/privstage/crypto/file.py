@@ -44,7 +44,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +112,8 @@ class KeyDirectory:
         for key_id, versions in wanted.items():
             if not versions:
                 raise KeyUnavailable(f"key '{key_id}' not found in {keys.describe()}", key_id=key_id)
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        shm = "/dev/shm"  # noqa: S108 - memory-backed; mkdtemp makes a private 0700 directory inside it
+        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
         path = Path(tempfile.mkdtemp(prefix="privstage-kms-", dir=base))  # mkdtemp: mode 0700
         try:
             for key_id, versions in wanted.items():
@@ -186,7 +187,9 @@ def translate(exc: BaseException, manifest: EncryptionManifest | None = None) ->
     chain = _java_chain(exc)
     text = "\n".join(chain)
     dataset = f"dataset '{manifest.dataset}': " if manifest else ""
-    match = re.search(r"privstage kms: (key '([^']*)'.*?(missing or disabled|not found|unreadable|shorter)[^\n]*)", text)
+    match = re.search(
+        r"privstage kms: (key '([^']*)'.*?(missing or disabled|not found|unreadable|shorter)[^\n]*)", text
+    )
     if match:
         return KeyUnavailable(f"{dataset}{match.group(1)}", key_id=match.group(2))
     match = re.search(r"privstage kms: ([^\n]*(does not unwrap|malformed)[^\n]*)", text)
@@ -221,7 +224,9 @@ def translating(manifest: EncryptionManifest | None = None, *, stage: str | None
         if translated is not None:
             translated.stage = stage
             raise translated from None
-        raise wrap_library_error(exc, f"Parquet encryption failed in Spark ({type(exc).__name__})", stage=stage) from None
+        raise wrap_library_error(
+            exc, f"Parquet encryption failed in Spark ({type(exc).__name__})", stage=stage
+        ) from None
 
 
 # ------------------------------------------------------------------------------- datasets
@@ -250,9 +255,7 @@ def encrypt_dataset(
             dataset=spec.dataset,
             mode="file",
             kek_id=spec.kek_id,
-            columns=tuple(
-                ColumnKey(column=c, spark_type=df.schema[c].dataType.simpleString()) for c in spec.columns
-            ),
+            columns=tuple(ColumnKey(column=c, spark_type=df.schema[c].dataType.simpleString()) for c in spec.columns),
             file_kms={"columns": spec.kek_id, "footer": spec.footer_kek_id or spec.kek_id},
             files=file_entries(target),
         )
@@ -371,5 +374,3 @@ def pyarrow_decryption_properties(keys: KeyProvider) -> Any:
 
     kms = pe.KmsConnectionConfig(key_access_token=secrets.token_hex(16))
     return _crypto_factory(keys).file_decryption_properties(kms, pe.DecryptionConfiguration())
-
-

@@ -49,7 +49,10 @@ class CiphertextWellFormedGuard:
             malformed = int((row[col.column] if row else 0) or 0)
             out.append(
                 GuardOutcome(
-                    self.name, "well_formed_ciphertext", malformed == 0, column=col.column,
+                    self.name,
+                    "well_formed_ciphertext",
+                    malformed == 0,
+                    column=col.column,
                     details={"malformed_count": malformed},
                 )
             )
@@ -128,7 +131,9 @@ class DecryptReadyGuard:
                     missing.append(version)
             outcomes.append(
                 GuardOutcome(
-                    self.name, "keys_resolvable", not missing,
+                    self.name,
+                    "keys_resolvable",
+                    not missing,
                     details={"key_id": key_id, "missing_versions": [v for v in missing if v is not None]},
                 )
             )

@@ -140,5 +140,3 @@ class SubjectKeyStore:
 
     def describe(self) -> str:
         return f"subject key store {self.path} (key '{self.kek_id}')"
-
-

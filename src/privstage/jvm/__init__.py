@@ -78,9 +78,8 @@ def field_udfs_available(spark: Any) -> bool:
             spark.udf.registerJavaFunction(FIELD_ENCRYPT_UDF, "io.privstage.spark.FieldEncrypt", "binary")
             spark.udf.registerJavaFunction(FIELD_DECRYPT_UDF, "io.privstage.spark.FieldDecrypt", "string")
             zero = f"X'{'00' * 32}'"
-            probe = spark.range(1).selectExpr(
-                f"{FIELD_DECRYPT_UDF}({FIELD_ENCRYPT_UDF}('x', {zero}, 1, 'd', 'c', 'r'), {zero}, 1, 'd', 'c', 'r') AS p"
-            ).collect()
+            sealed = f"{FIELD_ENCRYPT_UDF}('x', {zero}, 1, 'd', 'c', 'r')"
+            probe = spark.range(1).selectExpr(f"{FIELD_DECRYPT_UDF}({sealed}, {zero}, 1, 'd', 'c', 'r') AS p").collect()
             ok = probe[0]["p"] == "x"
         except Exception as exc:  # class not found, Connect server without the jar, ...
             log.info("privstage field-encryption functions unavailable (%s)", type(exc).__name__)

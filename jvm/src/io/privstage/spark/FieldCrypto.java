@@ -103,7 +103,7 @@ final class FieldCrypto {
     return out;
   }
 
-  /** Returns {null, isNull} semantics through a one-element holder: null plaintext means a null value. */
+  /** The value, or null for an authenticated null; throws for anything that does not authenticate. */
   String decrypt(byte[] data, byte[] dek, int keyVersion, String dataset, String column, String rowKey) {
     String where = rowKey == null ? "null" : rowKey;
     if (data == null) {
