@@ -140,3 +140,23 @@ def test_keys_and_resolved_plans_refuse_pickling(keys):
     with pytest.raises(TypeError):
         pickle.dumps(plan)
     assert "deks" not in repr(plan)
+
+
+def test_sealed_manifest_detects_an_edited_file_list_and_rewrap_reseals(tmp_path: Path, keys, key_dir, add_key):
+    (tmp_path / "part-0.parquet").write_bytes(b"a" * 10)
+    (tmp_path / "part-1.parquet").write_bytes(b"b" * 10)
+    manifest = _manifest(keys, env.new_dek()).model_copy(update={"files": env.file_entries(tmp_path)})
+    sealed = env.seal_manifest(manifest, keys)
+    env.verify_files(tmp_path, sealed, keys)
+    (tmp_path / "part-1.parquet").unlink()  # a deleted part file, and the attacker drops it from the list
+    edited = sealed.model_copy(update={"files": sealed.files[:1]})
+    with pytest.raises(IntegrityError, match="manifest was modified"):
+        env.verify_files(tmp_path, edited, keys)
+    with pytest.raises(IntegrityError, match="not sealed"):
+        env.verify_files(tmp_path, manifest, keys)
+    with pytest.raises(IntegrityError, match="manifest was modified"):
+        env.rewrap(edited, keys)
+    add_key(key_dir, "visits-kek", 2)
+    resealed = env.rewrap(sealed, keys)
+    assert resealed.seal.kek_version == 2
+    env.check_seal(resealed, keys)

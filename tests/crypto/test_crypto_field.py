@@ -120,7 +120,12 @@ def test_tampered_dataset_writes_nothing(spark, keys, encrypted, tmp_path):
     first.with_name(f".{first.name}.crc").unlink()  # Hadoop's checksum file would give the edit away
     with pytest.raises(IntegrityError, match="does not match the manifest"):
         fm.decrypt_dataset(path, tmp_path / "out1", keys, spark=spark)
-    env.write_manifest(path, manifest.model_copy(update={"files": env.file_entries(path)}))  # attacker fixes list
+    forged = manifest.model_copy(update={"files": env.file_entries(path)})  # an attacker fixes the file list
+    env.write_manifest(path, forged)
+    with pytest.raises(IntegrityError, match="manifest was modified"):
+        fm.decrypt_dataset(path, tmp_path / "out2", keys, spark=spark)
+    # Even past the manifest (re-sealed by a holder of the KEK), the value itself does not authenticate.
+    env.write_manifest(path, env.seal_manifest(forged, keys))
     with pytest.raises(IntegrityError, match="column 'ssn'"):
         fm.decrypt_dataset(path, tmp_path / "out2", keys, spark=spark)
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
@@ -148,8 +153,10 @@ def test_rotation_rewrap_keeps_data_files_and_new_writes_use_the_new_version(
     path, manifest = encrypted
     before = env.file_entries(path)
     add_key(key_dir, "visits-kek", 2)
-    env.write_manifest(path, env.rewrap(env.read_manifest(path), keys))
+    rewrapped = env.rewrap(env.read_manifest(path), keys)
+    env.write_manifest(path, rewrapped)
     assert env.file_entries(path) == before  # no data file rewritten
+    assert rewrapped.kek_versions() == {"visits-kek": [2]} and rewrapped.seal.kek_version == 2
     (key_dir / "visits-kek.v1.disabled").touch()
     assert DecryptReadyGuard(path, keys).check(_ctx(visits))[-1].success
     fm.decrypt_dataset(path, tmp_path / "clear", keys, spark=spark)
@@ -175,9 +182,9 @@ def test_guards_accept_ciphertext_and_reject_plaintext(spark, visits, keys, encr
     assert not bad.check(_ctx(leaky, visits, "after"))[0].success
     leak = NoPlaintextInOutputGuard(("ssn",)).check(_ctx(leaky, visits, "after"))[0]
     assert not leak.success and leak.details["leaked"] == visits.count()
-    assert all(o.success for o in FilesMatchManifestGuard(path).check(_ctx(stored)))
+    assert all(o.success for o in FilesMatchManifestGuard(path, keys).check(_ctx(stored)))
     (path / manifest.files[1].name).unlink()
-    assert not FilesMatchManifestGuard(path).check(_ctx(stored))[0].success
+    assert not FilesMatchManifestGuard(path, keys).check(_ctx(stored))[0].success
     assert [o.check for o in DecryptReadyGuard(tmp_path, keys).check(_ctx(stored)) if not o.success] == [
         "manifest_present"
     ]

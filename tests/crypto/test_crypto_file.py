@@ -39,7 +39,7 @@ def test_spark_round_trip_with_encrypted_footer_and_no_plaintext_on_disk(
     raw = b"".join((path / f.name).read_bytes() for f in manifest.files)
     assert all((path / f.name).read_bytes()[-4:] == b"PARE" for f in manifest.files)  # encrypted footer
     assert visits_pdf.ssn.iloc[0].encode() not in raw and b"ssn" not in raw  # values and even column names hidden
-    fm.decrypt_dataset(spark, path, tmp_path / "clear", fm.KeyDirectory.mounted(key_dir))
+    fm.decrypt_dataset(spark, path, tmp_path / "clear", fm.KeyDirectory.mounted(key_dir), keys)
     assert _rows(spark.read.parquet(str(tmp_path / "clear"))) == _rows(visits)
 
 
@@ -103,10 +103,10 @@ def test_flipped_byte_in_a_page_or_the_footer_is_an_integrity_error(spark, keys,
     _flip(target, _page_offset(target, keys) if where == "page" else target.stat().st_size - 30)
     kd = fm.KeyDirectory.mounted(key_dir)
     with pytest.raises(IntegrityError, match="does not match the manifest"):
-        fm.decrypt_dataset(spark, path, tmp_path / "out", kd)
+        fm.decrypt_dataset(spark, path, tmp_path / "out", kd, keys)
     # Without the manifest check, Parquet's own GCM authentication still refuses the file.
     with pytest.raises(IntegrityError, match=r"dataset 'visits'.*(GCM tag check failed|Tag mismatch)"):
-        fm.decrypt_dataset(spark, path, tmp_path / "out", kd, verify=False)
+        fm.decrypt_dataset(spark, path, tmp_path / "out", kd, keys, verify=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -120,10 +120,10 @@ def test_replaced_or_deleted_part_file_is_an_integrity_error(spark, visits, keys
     victim.with_name(f".{victim.name}.crc").unlink(missing_ok=True)
     kd = fm.KeyDirectory.mounted(key_dir)
     with pytest.raises(IntegrityError, match=f"{victim.name} does not match the manifest"):
-        fm.decrypt_dataset(spark, path, tmp_path / "out", kd)
+        fm.decrypt_dataset(spark, path, tmp_path / "out", kd, keys)
     victim.unlink()
     with pytest.raises(IntegrityError, match=f"{victim.name} listed in the manifest is missing"):
-        fm.decrypt_dataset(spark, path, tmp_path / "out", kd)
+        fm.decrypt_dataset(spark, path, tmp_path / "out", kd, keys)
     assert not (tmp_path / "out").exists()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -45,12 +46,15 @@ __all__ = [
     "FieldEncryptionSpec",
     "FileEncryptionSpec",
     "FileEntry",
+    "ManifestSeal",
     "WrappedKey",
+    "check_seal",
     "file_entries",
     "new_dek",
     "parse_encryption_spec",
     "read_manifest",
     "rewrap",
+    "seal_manifest",
     "unwrap_dek",
     "verify_files",
     "wrap_dek",
@@ -240,6 +244,15 @@ class FileEntry(StrictModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class ManifestSeal(StrictModel):
+    """``HMAC-SHA-256(HKDF(KEK version, "manifest/seal"), canonical JSON of the manifest without seal and
+    created)``: an edited file list (a deleted part file, a replaced file) or column list is detected
+    even when the attacker also edits the manifest."""
+
+    kek_version: int = Field(ge=1)
+    mac: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class EncryptionManifest(StrictModel):
     """What a reader needs to decrypt a dataset, minus the KEK. Safe to log and ship (no clear keys)."""
 
@@ -255,6 +268,7 @@ class EncryptionManifest(StrictModel):
         default_factory=dict, description="File mode: master key id per column and for the footer."
     )
     files: tuple[FileEntry, ...] = ()
+    seal: ManifestSeal | None = Field(None, description="HMAC over the manifest's content, keyed from the KEK.")
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def column(self, name: str) -> ColumnKey:
@@ -270,6 +284,32 @@ class EncryptionManifest(StrictModel):
             if col.wrapped_dek is not None:
                 out.setdefault(col.wrapped_dek.kek_id, set()).add(col.wrapped_dek.kek_version)
         return {k: sorted(v) for k, v in out.items()}
+
+
+def _seal_mac(manifest: EncryptionManifest, kek: Key) -> str:
+    body = manifest.model_dump(mode="json", exclude={"seal", "created"})
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(kek.derive("manifest/seal"), canonical, hashlib.sha256).hexdigest()
+
+
+def seal_manifest(manifest: EncryptionManifest, keys: KeyProvider, version: int | None = None) -> EncryptionManifest:
+    """The manifest with a seal under the KEK's ``version`` (default: current)."""
+    kek = keys.get(manifest.kek_id, version)
+    return manifest.model_copy(update={"seal": ManifestSeal(kek_version=kek.version, mac=_seal_mac(manifest, kek))})
+
+
+def check_seal(manifest: EncryptionManifest, keys: KeyProvider) -> None:
+    """Verify the manifest's seal.
+
+    Raises:
+        IntegrityError: no seal, or it does not match (the manifest was edited).
+        KeyUnavailable: the sealing KEK version cannot be fetched.
+    """
+    if manifest.seal is None:
+        raise IntegrityError(f"dataset '{manifest.dataset}': the encryption manifest is not sealed")
+    kek = keys.get(manifest.kek_id, manifest.seal.kek_version)
+    if not hmac.compare_digest(_seal_mac(manifest, kek), manifest.seal.mac):
+        raise IntegrityError(f"dataset '{manifest.dataset}': the encryption manifest was modified (seal mismatch)")
 
 
 def rewrap(manifest: EncryptionManifest, keys: KeyProvider, new_version: int | None = None) -> EncryptionManifest:
@@ -289,7 +329,10 @@ def rewrap(manifest: EncryptionManifest, keys: KeyProvider, new_version: int | N
             continue
         dek = unwrap_dek(keys, col.wrapped_dek)
         columns.append(col.model_copy(update={"wrapped_dek": wrap_dek(new_kek, dek, context=col.wrapped_dek.context)}))
-    return manifest.model_copy(update={"columns": tuple(columns)})
+    if manifest.seal is not None:
+        check_seal(manifest, keys)  # never re-seal an edited manifest
+    rewrapped = manifest.model_copy(update={"columns": tuple(columns), "seal": None})
+    return seal_manifest(rewrapped, keys, new_kek.version) if manifest.seal is not None else rewrapped
 
 
 def write_manifest(directory: str | Path, manifest: EncryptionManifest) -> Path:
@@ -336,13 +379,16 @@ def file_entries(directory: str | Path) -> tuple[FileEntry, ...]:
     return tuple(entries)
 
 
-def verify_files(directory: str | Path, manifest: EncryptionManifest) -> None:
-    """Check that the directory holds exactly the manifest's files, byte for byte.
+def verify_files(directory: str | Path, manifest: EncryptionManifest, keys: KeyProvider | None = None) -> None:
+    """Check the manifest's seal (with ``keys``) and that the directory holds exactly its files, byte for byte.
 
     Raises:
+        KeyUnavailable: the sealing KEK version cannot be fetched.
         IntegrityError: a file is missing, extra, or differs (for instance an older file of the same
             dataset put in its place); the message names the dataset and file.
     """
+    if keys is not None:
+        check_seal(manifest, keys)
     expected = {f.name: f for f in manifest.files}
     actual = {f.name: f for f in file_entries(directory)}
     for name in sorted(expected.keys() - actual.keys()):

@@ -38,6 +38,7 @@ from privstage.crypto.envelope import (
     file_entries,
     new_dek,
     read_manifest,
+    seal_manifest,
     unwrap_dek,
     verify_files,
     wrap_dek,
@@ -355,7 +356,7 @@ def encrypt_dataset(
     try:
         with translating(what="field encryption"):
             encrypt(df, plan, spark=spark, subjects=subjects).write.parquet(str(target))
-        manifest = plan.manifest.model_copy(update={"files": file_entries(target)})
+        manifest = seal_manifest(plan.manifest.model_copy(update={"files": file_entries(target)}), keys)
         write_manifest(target, manifest)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
@@ -377,11 +378,12 @@ def decrypt_dataset(
 
     Raises:
         SpecError: no manifest.
-        IntegrityError: a file is missing, extra or replaced; a value does not authenticate.
+        IntegrityError: the manifest's seal fails; a file is missing, extra or replaced; a value does not
+            authenticate.
         KeyUnavailable: a KEK version is unavailable or a subject's key was shredded.
     """
     manifest = read_manifest(path)
-    verify_files(path, manifest)
+    verify_files(path, manifest, keys)
     plan = plan_decrypt(manifest, keys)
     target = Path(out)
     if target.exists():

@@ -56,6 +56,7 @@ from privstage.crypto.envelope import (
     FileEncryptionSpec,
     file_entries,
     read_manifest,
+    seal_manifest,
     verify_files,
     write_manifest,
 )
@@ -259,6 +260,7 @@ def encrypt_dataset(
             file_kms={"columns": spec.kek_id, "footer": spec.footer_kek_id or spec.kek_id},
             files=file_entries(target),
         )
+        manifest = seal_manifest(manifest, keys)
         write_manifest(target, manifest)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
@@ -272,7 +274,13 @@ def read_dataset(spark: SparkSession, path: str | Path, key_dir: KeyDirectory) -
 
 
 def decrypt_dataset(
-    spark: SparkSession, path: str | Path, out: str | Path, key_dir: KeyDirectory, *, verify: bool = True
+    spark: SparkSession,
+    path: str | Path,
+    out: str | Path,
+    key_dir: KeyDirectory,
+    keys: KeyProvider,
+    *,
+    verify: bool = True,
 ) -> EncryptionManifest:
     """Verify ``path`` against its manifest, decrypt it and write plain Parquet at ``out``.
 
@@ -285,7 +293,7 @@ def decrypt_dataset(
     if manifest.mode != "file":
         raise SpecError(f"dataset '{manifest.dataset}' is encrypted in {manifest.mode} mode, not file mode")
     if verify:
-        verify_files(path, manifest)
+        verify_files(path, manifest, keys)
     target = Path(out)
     if target.exists():
         raise SpecError(f"output {target} exists already")

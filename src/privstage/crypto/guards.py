@@ -83,16 +83,17 @@ class NoPlaintextInOutputGuard:
 
 @dataclass(frozen=True)
 class FilesMatchManifestGuard:
-    """The dataset directory matches its manifest (and, in file mode, every footer is encrypted)."""
+    """The manifest's seal holds, the directory matches it (and, in file mode, every footer is encrypted)."""
 
     path: Path
+    keys: KeyProvider = field(repr=False)
     name: str = "encryption"
 
     def check(self, ctx: GuardContext) -> list[GuardOutcome]:
         try:
             manifest = read_manifest(self.path)
-            verify_files(self.path, manifest)
-        except (SpecError, IntegrityError) as exc:
+            verify_files(self.path, manifest, self.keys)
+        except (SpecError, IntegrityError, KeyUnavailable) as exc:
             return [GuardOutcome(self.name, "files_match_manifest", False, details={"error": type(exc).__name__})]
         outcomes = [GuardOutcome(self.name, "files_match_manifest", True, details={"files": len(manifest.files)})]
         if manifest.mode == "file":
