@@ -32,7 +32,7 @@ def encrypted(visits, keys, key_dir, tmp_path: Path):
 
 
 def test_spark_round_trip_with_encrypted_footer_and_no_plaintext_on_disk(
-    spark, visits, visits_pdf, key_dir, encrypted, tmp_path
+    spark, visits, visits_pdf, keys, key_dir, encrypted, tmp_path
 ):
     path, manifest = encrypted
     assert len(manifest.files) == 2 and manifest.file_kms == {"columns": "visits-kek", "footer": "visits-kek"}
