@@ -23,6 +23,7 @@ def run() -> list[str]:
     from privstage.crypto import envelope as env
     from privstage.crypto import field as field_mode
     from privstage.crypto import file as file_mode
+    from privstage.jvm import field_udfs_available
     from privstage.keys import FileKeyProvider
     from privstage.sample_data import clinic_visits_spark
 
@@ -44,7 +45,7 @@ def run() -> list[str]:
     kd = file_mode.KeyDirectory.mounted(key_dir)
     field_keys = field_mode.plan_encrypt(field_spec, spark.read.parquet(source).schema, keys)
     spark.read.parquet(source).write.format("noop").mode("overwrite").save()  # warm the file cache and the JVM
-    field_mode.field_udfs_available(spark)  # registers and probes the JVM functions once per session
+    field_udfs_available(spark)  # registers and probes the JVM functions once per session
 
     def plain(i: int) -> None:
         spark.read.parquet(source).write.mode("overwrite").parquet(str(root / f"plain{i}"))

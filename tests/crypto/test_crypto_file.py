@@ -65,7 +65,7 @@ def test_pyarrow_reads_what_spark_wrote_and_spark_reads_what_pyarrow_wrote(
         assert _rows(back) == sorted(zip(visits_pdf.visit_id, visits_pdf.ssn, visits_pdf.email, strict=True))
 
 
-def test_materialized_key_directory_serves_any_provider_and_disappears(spark, visits, tmp_path, leaks):
+def test_materialized_key_directory_serves_any_provider_and_disappears(spark, visits, tmp_path, leaks, event_log_text):
     material = os.urandom(32)
     keys = EnvKeyProvider(environ={"PRIVSTAGE_KEY_VISITS_KEK": base64.b64encode(material).decode()})
     spec = env.parse_encryption_spec(SPEC)
@@ -79,6 +79,9 @@ def test_materialized_key_directory_serves_any_provider_and_disappears(spark, vi
     assert not key_dir.path.exists()
     assert leaks(repr(options), [material]) == [] and options[fm.KEY_DIR_SETTING] == str(key_dir.path)
     assert leaks(repr(spark.sparkContext.getConf().getAll()), [material]) == []
+    events = event_log_text()
+    assert str(tmp_path / "v") in events  # the write is in the log ...
+    assert leaks(events, [material]) == []  # ... the master key is not
 
 
 def _flip(path: Path, offset: int) -> None:
