@@ -76,7 +76,7 @@ def run() -> list[str]:
                 aad = F.concat_ws("|", F.lit("bench"), F.lit(c), F.col("visit_id"))
                 df = df.withColumn(
                     c,
-                    F.aes_encrypt(F.col(c), F.unhex(F.lit(hex_key)), F.lit("GCM"), F.lit("DEFAULT"), F.lit(None), aad),
+                    F.aes_encrypt(F.col(c), F.unhex(F.lit(hex_key)), F.lit("GCM"), F.lit("DEFAULT"), F.lit(b""), aad),
                 )
             df.write.mode("overwrite").parquet(str(root / f"builtin{i}"))
 
