@@ -263,9 +263,7 @@ def encrypt(
     """
     from pyspark.sql import functions as F
 
-    from privstage.jvm import FIELD_ENCRYPT_UDF
-
-    from privstage.jvm import field_udfs_available
+    from privstage.jvm import FIELD_ENCRYPT_UDF, field_udfs_available
 
     if impl is None:
         impl = "jvm" if field_udfs_available(spark) else "builtin"
