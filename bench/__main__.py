@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.bench_dp_aggregate",
     "bench.bench_he",
     "bench.bench_anonymize",
+    "bench.bench_encrypt",
 ]
 
 
