@@ -49,7 +49,7 @@ from privstage.errors import IntegrityError, KeyUnavailable, PrivstageError, Spe
 from privstage.keys.base import KeyProvider
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 __all__ = [
@@ -272,37 +272,24 @@ def encrypt(
     if impl == "jvm":
         _require_jvm(spark)
     m = keys.manifest
-    subject_deks = None
-    if m.subject_column:
-        if subjects is None:
-            raise SpecError(f"dataset '{m.dataset}' uses per-subject keys: a SubjectKeyStore is required")
-        subject_deks = subjects.ensure(_distinct_subjects(df, m.subject_column))
-    joined = _with_keys(df, keys, spark, subject_deks)
-    index = {c.column: i for i, c in enumerate(m.columns)}
-    out = []
-    for name in df.columns:
-        if name not in index:
-            out.append(joined[name])
-            continue
-        col = m.columns[index[name]]
+    joined = _with_keys(df, keys, spark, _subject_deks(df, m, subjects, create=True))
+
+    def ciphertext(name: str, col: Any, i: int) -> Column:
+        row_key = joined[m.row_key].cast("string")
+        value = joined[name].cast("string")
         if impl == "builtin":
-            row_key = joined[m.row_key].cast("string")
-            dek = _dek_col(joined, m, index[name])
-            value = joined[name].cast("string")
-            out.append(_builtin_ciphertext(value, dek, col.dek_version, m.dataset, name, row_key).alias(name))
-            continue
-        out.append(
-            F.call_udf(
-                FIELD_ENCRYPT_UDF,
-                joined[name].cast("string"),
-                _dek_col(joined, m, index[name]),
-                F.lit(col.dek_version),
-                F.lit(m.dataset),
-                F.lit(name),
-                joined[m.row_key].cast("string"),
-            ).alias(name)
+            return _builtin_ciphertext(value, _dek_col(joined, m, i), col.dek_version, m.dataset, name, row_key)
+        return F.call_udf(
+            FIELD_ENCRYPT_UDF,
+            value,
+            _dek_col(joined, m, i),
+            F.lit(col.dek_version),
+            F.lit(m.dataset),
+            F.lit(name),
+            row_key,
         )
-    return joined.select(*out)
+
+    return _replace_encrypted(df, joined, m, ciphertext)
 
 
 def decrypt(
@@ -316,33 +303,46 @@ def decrypt(
 
     _require_jvm(spark)
     m = keys.manifest
-    subject_deks = None
-    if m.subject_column:
-        if subjects is None:
-            raise SpecError(f"dataset '{m.dataset}' uses per-subject keys: a SubjectKeyStore is required")
-        subject_deks = subjects.lookup(_distinct_subjects(df, m.subject_column))
+    subject_deks = _subject_deks(df, m, subjects, create=False)
     for col in m.columns:
         if col.column not in df.columns:
             raise IntegrityError(f"dataset '{m.dataset}': encrypted column '{col.column}' is missing")
     joined = _with_keys(df, keys, spark, subject_deks)
-    index = {c.column: i for i, c in enumerate(m.columns)}
-    out = []
-    for name in df.columns:
-        if name not in index:
-            out.append(joined[name])
-            continue
-        col = m.columns[index[name]]
+
+    def clear_value(name: str, col: Any, i: int) -> Column:
         clear = F.call_udf(
             FIELD_DECRYPT_UDF,
             joined[name],
-            _dek_col(joined, m, index[name]),
+            _dek_col(joined, m, i),
             F.lit(col.dek_version),
             F.lit(m.dataset),
             F.lit(name),
             joined[m.row_key].cast("string"),
         )
-        out.append((clear if col.spark_type == "string" else clear.cast(col.spark_type)).alias(name))
-    return joined.select(*out)
+        return clear if col.spark_type == "string" else clear.cast(col.spark_type)
+
+    return _replace_encrypted(df, joined, m, clear_value)
+
+
+def _subject_deks(df: DataFrame, m: Any, subjects: SubjectKeyStore | None, *, create: bool) -> Any:
+    """Per-subject DEKs of the subjects in ``df`` (created when encrypting, looked up when decrypting)."""
+    if not m.subject_column:
+        return None
+    if subjects is None:
+        raise SpecError(f"dataset '{m.dataset}' uses per-subject keys: a SubjectKeyStore is required")
+    ids = _distinct_subjects(df, m.subject_column)
+    return subjects.ensure(ids) if create else subjects.lookup(ids)
+
+
+def _replace_encrypted(df: DataFrame, joined: DataFrame, m: Any, column_for: Any) -> DataFrame:
+    """``df``'s columns in order, each of the manifest's columns replaced by ``column_for(name, col, index)``."""
+    index = {c.column: i for i, c in enumerate(m.columns)}
+    return joined.select(
+        *[
+            joined[name] if name not in index else column_for(name, m.columns[index[name]], index[name]).alias(name)
+            for name in df.columns
+        ]
+    )
 
 
 def _java_messages(exc: BaseException) -> str:

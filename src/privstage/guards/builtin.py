@@ -38,16 +38,12 @@ class NoNullsGuard:
     name: str = "builtin"
 
     def check(self, ctx: GuardContext) -> list[GuardOutcome]:
-        from pyspark.sql import functions as F
-
-        row = ctx.data.select(
-            *[F.sum(F.col(c).isNull().cast("long")).alias(f"n{i}") for i, c in enumerate(self.columns)]
-        ).first()
-        out = []
-        for i, c in enumerate(self.columns):
-            nulls = int((row[f"n{i}"] if row else 0) or 0)
-            out.append(GuardOutcome(self.name, "no_nulls", nulls == 0, column=c, details={"null_count": nulls}))
-        return out
+        # The shared DataStats counts rows and these nulls in one job (run this guard before NonEmptyGuard).
+        _, nulls = ctx.data_stats().counts(self.columns)
+        return [
+            GuardOutcome(self.name, "no_nulls", n == 0, column=c, details={"null_count": n})
+            for c, n in zip(self.columns, nulls, strict=True)
+        ]
 
 
 @dataclass(frozen=True)

@@ -945,9 +945,9 @@ def builtin_guards(p: DPAggregatePlan) -> tuple[list[Guard], list[Guard]]:
 
     After: the release has exactly the declared schema and groups. The ledger check runs after its commit.
     """
-    before: list[Guard] = [NonEmptyGuard()]
-    if p.stage.on_null_unit == "error":
-        before.append(NoNullsGuard((p.stage.privacy_unit,)))
+    # NoNullsGuard first: the input's row and null counts then come from one Spark job (shared DataStats).
+    before: list[Guard] = [NoNullsGuard((p.stage.privacy_unit,))] if p.stage.on_null_unit == "error" else []
+    before.append(NonEmptyGuard())
     public = None if p.public_keys is None else tuple(p.public_keys)
     after: list[Guard] = [ReleaseShapeGuard(p.output_schema, tuple(p.stage.group_by), public)]
     return before, after

@@ -242,9 +242,9 @@ def apply(df: DataFrame, p: PseudonymizePlan, *, spark: SparkSession, jvm: bool 
 def builtin_guards(p: PseudonymizePlan) -> tuple[list[Guard], list[Guard]]:
     """Guards every pseudonymize stage runs, whatever the spec says."""
     stage = p.stage
-    before: list[Guard] = [NonEmptyGuard()]
-    if stage.tenant_column:
-        before.append(NoNullsGuard((stage.tenant_column,)))
+    # NoNullsGuard first: the input's row and null counts then come from one Spark job (shared DataStats).
+    before: list[Guard] = [NoNullsGuard((stage.tenant_column,))] if stage.tenant_column else []
+    before.append(NonEmptyGuard())
     pairs = tuple((c.column, p.output_name(c)) for c in stage.columns)
     after: list[Guard] = [
         NullsPreservedGuard(pairs),  # first: counts rows and nulls of both sides in one job each
