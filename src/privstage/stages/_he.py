@@ -222,3 +222,60 @@ def describe_round(r: Round) -> dict[str, Any]:
 def check_spec_stage(stage: StageSpec, kind: str) -> None:
     if stage.kind != kind:  # pragma: no cover - the registry maps kinds to modules
         raise SpecError(f"stage '{stage.name}' is {stage.kind}, not {kind}")
+
+
+@dataclass(frozen=True)
+class HEOutputGuard:
+    """After: the staged output has the shape the role must write (before anything is committed).
+
+    Ciphertext outputs (``layout_id`` set): at least one row, every row tagged with the round's layout and
+    its chunk inside the layout. Other outputs: exactly ``expected_rows`` rows (the key holder's round row;
+    one released row per declared group).
+    """
+
+    expected_rows: int | None = None
+    layout_id: str | None = None
+    chunks: int | None = None
+    name: str = "builtin"
+
+    def check(self, ctx: Any) -> list[Any]:
+        from pyspark.sql import functions as F
+
+        from privstage.guards.base import GuardOutcome
+
+        if self.layout_id is None:
+            rows = ctx.data_stats().rows
+            ok = rows == self.expected_rows
+            return [
+                GuardOutcome(self.name, "he_output_rows", ok, details={"rows": rows, "expected": self.expected_rows})
+            ]
+        assert self.chunks is not None
+        chunk = F.col("chunk")
+        stats = ctx.data.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(~F.col("layout_id").eqNullSafe(F.lit(self.layout_id)), 1)).alias("other_layout"),
+            F.count(F.when(chunk.isNull() | (chunk < 0) | (chunk >= self.chunks), 1)).alias("outside"),
+        ).first()
+        details = {
+            "rows": int(stats["rows"]),
+            "other_layout": int(stats["other_layout"]),
+            "outside": int(stats["outside"]),
+        }
+        ok = details["rows"] > 0 and details["other_layout"] == 0 and details["outside"] == 0
+        return [GuardOutcome(self.name, "he_ciphertext_layout", ok, details=details)]
+
+
+@dataclass(frozen=True)
+class SecretPlacementGuard:
+    """Before key generation: the sealed secret context's folder is not inside the (shipped) output."""
+
+    secret_dir: str
+    output_path: str
+    name: str = "builtin"
+
+    def check(self, ctx: Any) -> list[Any]:
+        from privstage.guards.base import GuardOutcome
+
+        secret, output = Path(os.path.realpath(self.secret_dir)), Path(os.path.realpath(self.output_path))
+        inside = secret == output or secret.is_relative_to(output) or output.is_relative_to(secret)
+        return [GuardOutcome(self.name, "secret_outside_output", not inside)]

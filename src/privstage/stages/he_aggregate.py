@@ -26,6 +26,7 @@ from privstage.errors import PrivstageError, SpecError
 from privstage.guards.builtin import NonEmptyGuard
 from privstage.stages._he import (
     STORED_SCHEMA,
+    HEOutputGuard,
     Round,
     describe_round,
     load_round,
@@ -142,7 +143,8 @@ def output_schema(p: HEAggregatePlan, input_schema: StructType | None = None) ->
 
 
 def builtin_guards(p: HEAggregatePlan) -> tuple[list[Any], list[Any]]:
-    return [NonEmptyGuard()], []
+    layout = p.round.layout
+    return [NonEmptyGuard()], [HEOutputGuard(layout_id=layout.layout_id, chunks=layout.chunks)]
 
 
 def produce(df: DataFrame, p: HEAggregatePlan, *, spark: SparkSession, run: Any) -> Any:

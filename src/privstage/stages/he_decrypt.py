@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from privstage.errors import KeyUnavailable, PrivstageError, SpecError
 from privstage.guards.builtin import NonEmptyGuard
-from privstage.stages._he import Round, describe_round, load_round, secret_path, with_stage
+from privstage.stages._he import HEOutputGuard, Round, describe_round, load_round, secret_path, with_stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -178,7 +178,8 @@ def output_schema(p: HEDecryptPlan, input_schema: StructType | None = None) -> S
 
 
 def builtin_guards(p: HEDecryptPlan) -> tuple[list[Any], list[Any]]:
-    return [NonEmptyGuard()], []
+    """Before: the aggregate has rows. After: one released row per declared group."""
+    return [NonEmptyGuard()], [HEOutputGuard(expected_rows=len(p.round.layout.keys))]
 
 
 def _mechanisms(p: HEDecryptPlan) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from privstage.errors import IntegrityError, PrivstageError, SpecError
 from privstage.guards.builtin import NonEmptyGuard
 from privstage.stages._he import (
+    HEOutputGuard,
     Round,
     describe_round,
     load_round,
@@ -110,7 +111,8 @@ def narrow(df: DataFrame, p: HEEncryptPlan) -> DataFrame:
 
 def builtin_guards(p: HEEncryptPlan) -> tuple[list[Any], list[Any]]:
     """Before: the party has rows (an empty contribution is refused). After: nothing more (the library checks)."""
-    return [NonEmptyGuard()], []
+    layout = p.round.layout
+    return [NonEmptyGuard()], [HEOutputGuard(layout_id=layout.layout_id, chunks=layout.chunks)]
 
 
 def produce(df: DataFrame, p: HEEncryptPlan, *, spark: SparkSession, run: Any) -> Any:

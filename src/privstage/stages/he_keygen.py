@@ -21,6 +21,8 @@ from privstage.guards.base import GuardOutcome
 from privstage.stages._he import (
     PUBLIC_CONTEXT_FILE,
     ROUND_FILE,
+    HEOutputGuard,
+    SecretPlacementGuard,
     round_document,
     secret_path,
     with_stage,
@@ -51,6 +53,7 @@ class HEKeygenPlan:
     sum_plan: SumPlan
     key: Key
     secret_dir: Callable[[str], Any]
+    output_path: str
 
     @property
     def key_versions(self) -> dict[str, int]:
@@ -99,6 +102,7 @@ def plan(stage: HEKeygenStage, schema: StructType, keys: KeyProvider, *, env: An
         sum_plan=sum_plan,
         key=key,
         secret_dir=lambda fp: secret_path(spec, stage.secret_dir, fp),
+        output_path=spec.resolve_path(stage.output.path),
     )
 
 
@@ -109,7 +113,9 @@ def output_schema(p: HEKeygenPlan, input_schema: StructType | None = None) -> St
 
 
 def builtin_guards(p: HEKeygenPlan) -> tuple[list[Any], list[Any]]:
-    return [], []
+    """Before: the secret's folder is outside the shipped output. After: the output is the round's one row."""
+    secret_dir = str(p.secret_dir("x").parent)
+    return [SecretPlacementGuard(secret_dir, p.output_path)], [HEOutputGuard(expected_rows=1)]
 
 
 def produce(df: DataFrame, p: HEKeygenPlan, *, spark: SparkSession, run: Any) -> Any:
