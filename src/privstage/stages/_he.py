@@ -199,9 +199,16 @@ def staged_frame(spark: SparkSession, path: str) -> DataFrame:
 
 
 def stored_schema() -> Any:
-    from pyspark.sql.types import _parse_datatype_string
+    """:data:`STORED_SCHEMA` as a StructType (built directly: parsing DDL needs a classic SparkContext)."""
+    from pyspark.sql import types as T
 
-    return _parse_datatype_string(STORED_SCHEMA)
+    return T.StructType(
+        [
+            T.StructField("chunk", T.IntegerType()),
+            T.StructField("ciphertext", T.BinaryType()),
+            T.StructField("layout_id", T.StringType()),
+        ]
+    )
 
 
 def describe_round(r: Round) -> dict[str, Any]:

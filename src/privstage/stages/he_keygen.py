@@ -107,9 +107,12 @@ def plan(stage: HEKeygenStage, schema: StructType, keys: KeyProvider, *, env: An
 
 
 def output_schema(p: HEKeygenPlan, input_schema: StructType | None = None) -> StructType:
-    from pyspark.sql.types import _parse_datatype_string
+    """One row naming the round: id, scheme, context fingerprint, layout id, number of parties."""
+    from pyspark.sql import types as T
 
-    return _parse_datatype_string(OUTPUT_SCHEMA)
+    names = ("round_id", "scheme", "context_fingerprint", "layout_id")
+    fields = [T.StructField(n, T.StringType()) for n in names] + [T.StructField("parties", T.IntegerType())]
+    return T.StructType(fields)
 
 
 def builtin_guards(p: HEKeygenPlan) -> tuple[list[Any], list[Any]]:
