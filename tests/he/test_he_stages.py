@@ -7,6 +7,7 @@ the tests read its committed artifacts, or copy the working folder and break one
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from decimal import Decimal
@@ -255,3 +256,38 @@ def test_dp_release_spends_once_from_the_ledger(example, tmp_path):
     # a retry of the same run reconnects: same bytes, no second spend
     again = run_pipeline(spec, stages=["release_dp"], context=context, progress=False)
     assert again.stages[0].status == "reused" and (out / "_he_release.json").read_bytes() == released
+
+
+def test_a_ckks_round_releases_the_plain_sums_within_the_declared_bound(spark, example, tmp_path):
+    """The same stages with CKKS (one clinic): decryptions lie within the plan's bound of the grid, and the
+    released (rounded) values equal a plain Spark sum of the clinic's visits."""
+    from pyspark.sql import functions as F
+
+    root = tmp_path / "ckks"
+    for folder in ("data", "keys"):
+        shutil.copytree(example / folder, root / folder)
+    ckks = "{scheme: ckks, poly_modulus_degree: 8192, coeff_mod_bit_sizes: [60, 60], scale_bits: 30}"
+    holder_text = (EXAMPLE / "key_holder.yaml").read_text()
+    holder_text = re.sub(r"params: \{scheme: bfv[^}]*\}", f"params: {ckks}", holder_text)
+    holder_text = holder_text.replace("parties: [clinic-c01, clinic-c02, clinic-c03]", "parties: [clinic-c01]")
+    holder_text = re.sub(r"\n      clinic-c0[23]: he-party-clinic-c0[23]", "", holder_text)
+    holder = parse_spec(holder_text, base_dir=root)
+    aggregator_text = re.sub(
+        r"\n      - \{path: clinic_c0[23]/contribution\}", "", (EXAMPLE / "aggregator.yaml").read_text()
+    )
+    run_pipeline(holder, stages=["round_keys"], progress=False)
+    run_pipeline(_spec("clinic_c01.yaml", root), progress=False)
+    run_pipeline(parse_spec(aggregator_text, base_dir=root), progress=False)
+    run_pipeline(holder, stages=["release"], progress=False)
+
+    plain = {
+        r["diagnosis_code"]: (r["cost"], r["visits"])
+        for r in spark.read.parquet(str(root / "data" / "C01" / "visits"))
+        .groupBy("diagnosis_code")
+        .agg(F.sum(F.col("cost").cast("decimal(38,2)")).alias("cost"), F.count(F.lit(1)).alias("visits"))
+        .collect()
+    }
+    for row in pq.read_table(root / "key_holder" / "release").to_pylist():
+        assert (row["total_cost"], row["visits"]) == plain.get(row["diagnosis_code"], (Decimal("0.00"), 0))
+    doc = json.loads((root / "key_holder" / "release" / "_he_release.json").read_text())
+    assert doc["scheme"] == "ckks" and 0 < float(doc["error_bound"]["total_cost"]) < 0.005
