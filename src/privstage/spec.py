@@ -908,7 +908,8 @@ def _spec_error(exc: ValidationError, lines: Mapping[tuple[Any, ...], int], sour
             msg = "unknown key (not part of the spec; check spelling)"
         elif err["type"] == "union_tag_invalid":
             ctx = err.get("ctx") or {}
-            what = "key provider" if clean and clean[-1] == "keys" else "stage kind"
+            last = clean[-1] if clean else None
+            what = {"keys": "key provider", "params": "HE scheme"}.get(str(last), "stage kind")
             msg = f"unknown {what} '{ctx.get('tag')}' (known: {ctx.get('expected_tags')})"
         at = f" (line {line})" if line else ""
         messages.append(f"{where}{at}: {msg}")

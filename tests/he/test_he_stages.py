@@ -19,7 +19,14 @@ from he_support import scan_for_secret_key
 
 from privstage.cli import main
 from privstage.engine import RunContext, run_pipeline, validate_pipeline
-from privstage.errors import GuardFailed, HEParameterError, IntegrityError, KeyUnavailable, OverflowRisk
+from privstage.errors import (
+    GuardFailed,
+    HEParameterError,
+    IntegrityError,
+    KeyUnavailable,
+    OverflowRisk,
+    SpecError,
+)
 from privstage.he import KeyHolder
 from privstage.keys import FileKeyProvider
 from privstage.spec import load_spec, parse_spec
@@ -113,7 +120,11 @@ def test_plan_time_parameter_checks_name_the_limit(example):
     overflow = text.replace('bound: "1000000"', 'bound: "2000000000"')
     with pytest.raises(OverflowRisk, match=r"\(t-1\)/2 = 549755740160"):
         validate_pipeline(parse_spec(overflow, base_dir=example), stages=["round_keys"])
-    assert not (example / "key_holder" / "round_new").exists()
+    with pytest.raises(SpecError, match=r"round\.params.*unknown HE scheme 'paillier'"):
+        parse_spec(text.replace("{scheme: bfv,", "{scheme: paillier,"), base_dir=example)
+    pinned = (EXAMPLE / "clinic_c01.yaml").read_text() + f"    expect_fingerprint: {'0' * 64}\n"
+    with pytest.raises(IntegrityError, match="party 'clinic-c01': the public context is not the pinned one"):
+        validate_pipeline(parse_spec(pinned, base_dir=example))
 
 
 @pytest.mark.parametrize(("spec_name", "role"), [("clinic_c01.yaml", "party"), ("aggregator.yaml", "aggregator")])

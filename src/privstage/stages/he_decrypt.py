@@ -263,7 +263,6 @@ def produce(df: DataFrame, p: HEDecryptPlan, *, spark: SparkSession, run: Any) -
 
     aggregate = Manifest.read(local_path(p.input_path), who="aggregate")
     nonces = NonceStore(p.ledger(), verifier=f"key-holder:{p.pipeline}/{p.stage.name}", consumer=run.run_key)
-    nonces.check(aggregate)
     held = None
     ledger = None
     details: dict[str, Any] = p.describe()
@@ -273,11 +272,13 @@ def produce(df: DataFrame, p: HEDecryptPlan, *, spark: SparkSession, run: Any) -
         ledger.declare(p.ledger_key.dataset, p.ledger_key.period, p.total)
         held = ledger.reserve(p.ledger_key, p.budget)
     if held is not None and held.committed:
+        # The ledger holds this release already: publish its bytes again, decrypt nothing (no replay to check).
         assert held.release is not None
         data = held.release
         details["he"]["dp"]["reused_release"] = True
     else:
         try:
+            nonces.check(aggregate)  # decrypting an aggregate again in another run is a replay
             data = _release_bytes(p, run, spark)
         except BaseException:
             if held is not None and ledger is not None:
@@ -295,8 +296,9 @@ def produce(df: DataFrame, p: HEDecryptPlan, *, spark: SparkSession, run: Any) -
             outcomes.append(
                 GuardOutcome("builtin", "ledger_committed", True, details={"ledger_key": str(p.ledger_key)})
             )
-        nonces.consume([aggregate])
-        outcomes.append(GuardOutcome("builtin", "aggregate_consumed", True))
+        if held is None or not held.committed:
+            nonces.consume([aggregate])
+            outcomes.append(GuardOutcome("builtin", "aggregate_consumed", True))
         return outcomes
 
     def on_failure() -> None:
