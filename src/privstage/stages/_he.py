@@ -32,21 +32,27 @@ if TYPE_CHECKING:  # pragma: no cover
     from privstage.he.context import PublicContext
     from privstage.he.layout import GroupLayout
     from privstage.he.params import HEParams, SumPlan
-    from privstage.spec import DatasetInput, PipelineSpec, StageSpec
+    from privstage.spec import DatasetInput, PipelineSpec
 
 __all__ = [
     "PUBLIC_CONTEXT_FILE",
     "ROUND_FILE",
     "ROUND_FORMAT",
     "STORED_SCHEMA",
+    "HEOutputGuard",
     "Round",
+    "SecretPlacementGuard",
+    "describe_round",
     "load_round",
     "params_from_dict",
     "private_dir",
     "remove_private",
+    "round_document",
     "secret_path",
     "staged_frame",
+    "stored_schema",
     "with_stage",
+    "write_secret",
 ]
 
 PUBLIC_CONTEXT_FILE = "_he_public_context.bin"
@@ -224,11 +230,6 @@ def describe_round(r: Round) -> dict[str, Any]:
         "parties": list(r.parties),
         "error_bound": dict(r.plan.error_bound),
     }
-
-
-def check_spec_stage(stage: StageSpec, kind: str) -> None:
-    if stage.kind != kind:  # pragma: no cover - the registry maps kinds to modules
-        raise SpecError(f"stage '{stage.name}' is {stage.kind}, not {kind}")
 
 
 @dataclass(frozen=True)
