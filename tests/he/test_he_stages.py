@@ -122,7 +122,7 @@ def test_plan_time_parameter_checks_name_the_limit(example):
         validate_pipeline(parse_spec(overflow, base_dir=example), stages=["round_keys"])
     with pytest.raises(SpecError, match=r"round\.params.*unknown HE scheme 'paillier'"):
         parse_spec(text.replace("{scheme: bfv,", "{scheme: paillier,"), base_dir=example)
-    pinned = (EXAMPLE / "clinic_c01.yaml").read_text() + f"    expect_fingerprint: {'0' * 64}\n"
+    pinned = (EXAMPLE / "clinic_c01.yaml").read_text() + f"    expect_fingerprint: {'f' * 64}\n"
     with pytest.raises(IntegrityError, match="party 'clinic-c01': the public context is not the pinned one"):
         validate_pipeline(parse_spec(pinned, base_dir=example))
 
