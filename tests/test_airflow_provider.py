@@ -17,7 +17,16 @@ from typing import Any
 import jsonschema
 import privstage_airflow
 import pytest
-from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PrivstageHook, PseudonymizeOperator
+from privstage_airflow import (
+    DPAggregateOperator,
+    HEAggregateOperator,
+    HEDecryptOperator,
+    HEEncryptOperator,
+    HEKeygenOperator,
+    PrivacyPipelineOperator,
+    PrivstageHook,
+    PseudonymizeOperator,
+)
 from privstage_airflow._compat import AirflowFailException
 from privstage_airflow._errors import translate_errors
 from privstage_airflow.get_provider_info import get_provider_info
@@ -114,6 +123,11 @@ def test_provider_info_and_package_import_without_spark_or_great_expectations() 
 def test_public_api_is_exactly_the_intended_names() -> None:
     assert sorted(privstage_airflow.__all__) == [
         "DPAggregateOperator",
+        "HEAggregateOperator",
+        "HEDecryptOperator",
+        "HEEncryptOperator",
+        "HEKeygenOperator",
+        "HEStageOperator",
         "PrivacyPipelineOperator",
         "PrivstageHook",
         "PrivstageOperatorBase",
@@ -133,6 +147,10 @@ def test_public_api_is_exactly_the_intended_names() -> None:
         (PrivacyPipelineOperator, ("spec_path", "stages", "base_dir", "report_path", "partition")),
         (PseudonymizeOperator, ("input_path", "output_path", "key_id", "base_dir", "report_path", "partition")),
         (DPAggregateOperator, ("spec_path", "stage", "partition", "base_dir", "report_path")),
+        (HEKeygenOperator, ("spec_path", "stage", "base_dir", "report_path")),
+        (HEEncryptOperator, ("spec_path", "stage", "base_dir", "report_path")),
+        (HEAggregateOperator, ("spec_path", "stage", "base_dir", "report_path")),
+        (HEDecryptOperator, ("spec_path", "stage", "base_dir", "report_path")),
     ],
 )
 def test_template_fields(operator: type, fields: tuple[str, ...]) -> None:
@@ -498,3 +516,30 @@ def test_the_dp_summary_says_what_this_run_spent(change: dict[str, Any], spent: 
     assert summary["release_sha256"] == "ab" * 32
     assert dp_release_summary({**MANIFEST_STAGE, "kind": "pseudonymize"}) is None
     assert dp_release_summary({**MANIFEST_STAGE, "status": "failed"}) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# HE: one operator per role, each runs only its role's stage kind
+# ---------------------------------------------------------------------------------------------
+HE_EXAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "multi_clinic_sums"
+
+
+@pytest.mark.parametrize(
+    ("operator", "spec_name", "stage", "wrong"),
+    [
+        (HEKeygenOperator, "key_holder.yaml", "round_keys", "release"),
+        (HEDecryptOperator, "key_holder.yaml", "release", "round_keys"),
+        (HEEncryptOperator, "clinic_c01.yaml", "encrypt_sums", None),
+        (HEAggregateOperator, "aggregator.yaml", "add_contributions", None),
+    ],
+)
+def test_he_operators_run_only_their_roles_stage(operator, spec_name, stage, wrong) -> None:
+    op = operator(task_id="t", spec_path=str(HE_EXAMPLE / spec_name), stage=stage)
+    assert op.build_spec().stage(stage).kind == operator.stage_kind
+    assert op.selected_stages() == [stage]
+    if wrong is not None:
+        with pytest.raises(SpecError, match=f"runs {operator.stage_kind} stages"):
+            operator(task_id="t", spec_path=str(HE_EXAMPLE / spec_name), stage=wrong).build_spec()
+    other = HEAggregateOperator if operator is not HEAggregateOperator else HEEncryptOperator
+    with pytest.raises(SpecError, match="stage"):
+        other(task_id="t", spec_path=str(HE_EXAMPLE / spec_name), stage=stage).build_spec()

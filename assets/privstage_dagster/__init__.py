@@ -18,6 +18,16 @@
 """
 
 from privstage_dagster.factories import build_privstage_assets
+from privstage_dagster.he import he_aggregate_asset, he_decrypt_asset, he_encrypt_asset, he_keygen_asset
 from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
-__all__ = ["BudgetLedgerResource", "KeyProviderResource", "SparkResource", "build_privstage_assets"]
+__all__ = [
+    "BudgetLedgerResource",
+    "KeyProviderResource",
+    "SparkResource",
+    "build_privstage_assets",
+    "he_aggregate_asset",
+    "he_decrypt_asset",
+    "he_encrypt_asset",
+    "he_keygen_asset",
+]

@@ -35,12 +35,12 @@ from dagster import (
 
 from privstage.engine import RunContext, run_pipeline
 from privstage.errors import GuardFailed, PrivstageError, SpecError
-from privstage.spec import PipelineSpec, StageSpec, load_spec
+from privstage.spec import PipelineSpec, StageSpec, load_spec, stage_inputs
 from privstage_dagster._errors import failure_from
 from privstage_dagster.checks import check_results_from_guards, check_specs_for_stage
 from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
-__all__ = ["build_privstage_assets", "dp_release_metadata", "materialization_metadata", "run_key_for"]
+__all__ = ["build_privstage_assets", "dp_release_metadata", "he_metadata", "materialization_metadata", "run_key_for"]
 
 
 def run_key_for(context: AssetExecutionContext) -> str:
@@ -75,7 +75,17 @@ def materialization_metadata(manifest: Mapping[str, Any], stage: str) -> dict[st
     if manifest.get("partition") is not None:
         metadata["partition"] = manifest["partition"]
     metadata.update(dp_release_metadata(entry))
+    metadata.update(he_metadata(entry))
     return metadata
+
+
+def he_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An HE stage's public facts as asset metadata (empty for other stages): role, round, context fingerprint."""
+    he = (entry.get("details") or {}).get("he")
+    if not he:
+        return {}
+    keep = ("role", "round_id", "scheme", "context_fingerprint", "layout_id", "party_id", "aggregator_id")
+    return {f"privstage/he_{k}": he[k] for k in keep if k in he}
 
 
 def dp_release_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,11 +130,14 @@ def _stage_asset(
     group_name: str | None,
     partitions_def: PartitionsDefinition | None,
     retry_policy: RetryPolicy | None,
+    extra_deps: Sequence[AssetKey] = (),
 ) -> AssetsDefinition:
     asset_key = AssetKey([*prefix, stage.name])
-    deps = [AssetKey([*prefix, stage.input.stage])] if stage.input.stage else []
+    deps = [AssetKey([*prefix, source.stage]) for source in stage_inputs(stage) if source.stage]
+    deps += [d for d in extra_deps if d not in deps]
     output_path = spec.resolve_path(stage.output.path)
-    uses_ledger = stage.kind == "dp_aggregate"
+    # DP stages spend from the ledger; the aggregator and the key holder keep replay nonces in its database.
+    uses_ledger = stage.kind in ("dp_aggregate", "he_aggregate", "he_decrypt")
 
     def run(
         context: AssetExecutionContext,
@@ -192,7 +205,7 @@ def _stage_asset(
         "privstage/kind": stage.kind,
         "output": MetadataValue.path(output_path),
     }
-    if uses_ledger:
+    if stage.kind == "dp_aggregate":
         metadata["privstage/budget_dataset"] = stage.budget.dataset  # type: ignore[union-attr]
         metadata["privstage/budget_period"] = stage.budget.period  # type: ignore[union-attr]
         metadata["privstage/release_epsilon"] = str(stage.total_budget().epsilon)  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 Public API::
 
     from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PseudonymizeOperator, PrivstageHook
+    from privstage_airflow import HEKeygenOperator, HEEncryptOperator, HEAggregateOperator, HEDecryptOperator
 
 Operators are thin: they build a :class:`privstage.spec.PipelineSpec`, call
 :func:`privstage.engine.run_pipeline` and translate errors (spec, guard, budget, integrity and HE
@@ -25,6 +26,13 @@ from privstage.__about__ import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from privstage_airflow.hooks.privstage import PrivstageHook
     from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
+    from privstage_airflow.operators.he import (
+        HEAggregateOperator,
+        HEDecryptOperator,
+        HEEncryptOperator,
+        HEKeygenOperator,
+        HEStageOperator,
+    )
     from privstage_airflow.operators.pipeline import (
         PrivacyPipelineOperator,
         PrivstageOperatorBase,
@@ -33,6 +41,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DPAggregateOperator",
+    "HEAggregateOperator",
+    "HEDecryptOperator",
+    "HEEncryptOperator",
+    "HEKeygenOperator",
+    "HEStageOperator",
     "PrivacyPipelineOperator",
     "PrivstageHook",
     "PrivstageOperatorBase",
@@ -42,6 +55,11 @@ __all__ = [
 
 _LAZY = {
     "DPAggregateOperator": "privstage_airflow.operators.dp_aggregate",
+    "HEAggregateOperator": "privstage_airflow.operators.he",
+    "HEDecryptOperator": "privstage_airflow.operators.he",
+    "HEEncryptOperator": "privstage_airflow.operators.he",
+    "HEKeygenOperator": "privstage_airflow.operators.he",
+    "HEStageOperator": "privstage_airflow.operators.he",
     "PrivacyPipelineOperator": "privstage_airflow.operators.pipeline",
     "PrivstageOperatorBase": "privstage_airflow.operators.pipeline",
     "PseudonymizeOperator": "privstage_airflow.operators.pipeline",

@@ -91,6 +91,11 @@ class PlanEnv:
         self._owned = False
         self._planned: dict[tuple[str, str], list[Any]] = {}
 
+    @property
+    def spec(self) -> PipelineSpec:
+        """The pipeline being planned (stages that resolve paths or state against it)."""
+        return self._spec
+
     def ledger(self) -> BudgetLedger:
         """The budget ledger: the one given to the engine, else the URL's, else ``<state_dir>/ledger.db``."""
         if self._ledger is None:
@@ -171,6 +176,7 @@ class StagePlan:
     before: list[Guard] = field(default_factory=list)
     after: list[Guard] = field(default_factory=list)
     committed: dict[str, Any] | None = None  # the output this run key already committed (a retry)
+    reader: Callable[[], Any] | None = None  # stages without one ``input`` read through their module's read_inputs
 
     @property
     def key_versions(self) -> dict[str, int]:
@@ -303,13 +309,20 @@ def plan_pipeline(
         if stage.name not in selected:
             continue
         module = stage_module(stage.kind)
-        input_path = spec.input_path(stage)
-        fmt = spec.input_format(stage)
-        options = dict(stage.input.options) if stage.input.stage is None else {}
-        if stage.input.stage is not None and stage.input.stage in planned:
-            schema = planned[stage.input.stage].output_schema
+        reader: Callable[[], Any] | None = None
+        if stage.input is None:
+            # No single input dataset (he_keygen reads none, he_aggregate many): the module reads its own.
+            input_path, reader = module.read_inputs(stage, spec, spark)
+            fmt, options = "parquet", {}
+            schema = reader().schema
         else:
-            schema = _read_schema(spark, stage, input_path, fmt, options)
+            input_path = spec.input_path(stage)
+            fmt = spec.input_format(stage)
+            options = dict(stage.input.options) if stage.input.stage is None else {}
+            if stage.input.stage is not None and stage.input.stage in planned:
+                schema = planned[stage.input.stage].output_schema
+            else:
+                schema = _read_schema(spark, stage, input_path, fmt, options)
         detail = module.plan(stage, schema, keys, env=env)
         if hasattr(module, "output_schema"):
             output_schema = module.output_schema(detail, schema)
@@ -325,7 +338,7 @@ def plan_pipeline(
             raise SpecError(
                 f"output {output_path} exists; set output.mode: overwrite or pass --overwrite", stage=stage.name
             )
-        if os.path.realpath(local_path(output_path)) == os.path.realpath(local_path(input_path)):
+        if reader is None and os.path.realpath(local_path(output_path)) == os.path.realpath(local_path(input_path)):
             raise SpecError("output path is the input path", stage=stage.name)
         for phase, expectations, columns in (
             ("expect_before", stage.expect_before, schema.fieldNames()),
@@ -350,6 +363,7 @@ def plan_pipeline(
             before=_guards_for(stage, "before", before),
             after=_guards_for(stage, "after", after),
             committed=committed,
+            reader=reader,
         )
         planned[stage.name] = plan
         out.append(plan)
@@ -473,7 +487,10 @@ def _run_stage(
     sensitive_out = sensitive | {
         f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()
     }
-    df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
+    if plan.reader is not None:
+        df_in = plan.reader()
+    else:
+        df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
     narrow = getattr(plan.module, "narrow", None)
     if narrow is not None:
         df_in = narrow(df_in, plan.detail)

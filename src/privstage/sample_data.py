@@ -35,10 +35,13 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CLINIC_VISITS_SCHEMA",
     "DEFAULT_SEED",
+    "DIAGNOSIS_CODES",
+    "MULTI_CLINIC_COLUMNS",
     "SPARK_GENERATION_THRESHOLD",
     "clinic_visits_spark",
     "generate_clinic_visits_pandas",
     "write_clinic_visits",
+    "write_multi_clinic_visits",
 ]
 
 #: Spark DDL of the visits table; both generators and the written Parquet have exactly this schema.
@@ -118,6 +121,10 @@ _NON_ASCII_FIRST_SLUG = tuple(_ascii_slug(n.split()[0]) for n in _NON_ASCII)
 _NON_ASCII_LAST_SLUG = tuple(_ascii_slug(n.split()[-1]) for n in _NON_ASCII)
 _DIAGNOSIS_CODES = tuple(code for code, _ in _DIAGNOSES)
 _DIAGNOSIS_COSTS = tuple(float(cost) for _, cost in _DIAGNOSES)
+#: The public diagnosis code set (every code the generators draw), in frequency order.
+DIAGNOSIS_CODES: tuple[str, ...] = _DIAGNOSIS_CODES
+#: Columns each clinic keeps in :func:`write_multi_clinic_visits` (no direct identifiers).
+MULTI_CLINIC_COLUMNS = ("visit_id", "clinic_id", "visit_date", "diagnosis_code", "cost")
 
 
 def _patient_count(n_rows: int) -> int:
@@ -431,3 +438,37 @@ def write_clinic_visits(
         visits = spark.createDataFrame(generate_clinic_visits_pandas(n_rows, seed=seed), schema=CLINIC_VISITS_SCHEMA)
     visits.write.mode("errorifexists").parquet(path)
     return path
+
+
+def write_multi_clinic_visits(
+    root: str | Path,
+    *,
+    clinics: Sequence[str] = ("C01", "C02", "C03"),
+    n_rows: int = 600,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, str]:
+    """Each clinic's own visits (its rows of one generated table) as ``<root>/<clinic>/visits``, with pyarrow.
+
+    For the multi-party homomorphic sum example: every clinic holds only its own rows, with
+    :data:`MULTI_CLINIC_COLUMNS`; the same ``(n_rows, seed)`` always gives the same files.
+
+    Returns:
+        Clinic id -> its dataset directory.
+
+    Raises:
+        SpecError: an unknown clinic id, or a dataset already exists.
+    """
+    unknown = sorted(set(clinics) - set(_CLINICS))
+    if unknown:
+        raise SpecError(f"unknown clinic ids {unknown} (known: {_CLINICS[0]} to {_CLINICS[-1]})")
+    frame = generate_clinic_visits_pandas(n_rows, seed=seed)
+    out: dict[str, str] = {}
+    for clinic in clinics:
+        target = Path(root) / clinic / "visits"
+        if target.exists():
+            raise SpecError("sample data already exists", path=str(target))
+        target.mkdir(parents=True)
+        rows = frame.loc[frame["clinic_id"] == clinic, list(MULTI_CLINIC_COLUMNS)].reset_index(drop=True)
+        rows.to_parquet(target / "part-00000.parquet", engine="pyarrow", index=False)
+        out[clinic] = str(target)
+    return out

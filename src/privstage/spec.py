@@ -15,6 +15,7 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,8 @@ from privstage.budget.values import Delta, Epsilon, PrivacyBudget
 from privstage.errors import SpecError
 
 __all__ = [
+    "BFVParamsSpec",
+    "CKKSParamsSpec",
     "DPAggregateStage",
     "DPBudgetSpec",
     "DPGroupsSpec",
@@ -34,6 +37,15 @@ __all__ = [
     "EnvKeysSpec",
     "ExpectationSpec",
     "FileKeysSpec",
+    "HEAggregateStage",
+    "HEDPSpec",
+    "HEDecryptStage",
+    "HEEncryptStage",
+    "HEKeygenStage",
+    "HEMeasureSpec",
+    "HENoiseSpec",
+    "HERatioSpec",
+    "HERoundSpec",
     "KeysSpec",
     "LocalKeyringSpec",
     "OutputSpec",
@@ -490,8 +502,251 @@ class DPAggregateStage(StageBase):
         return frozenset(self.sensitive_columns) | {self.privacy_unit}
 
 
-StageSpec = Annotated[PseudonymizeStage | DPAggregateStage, Field(discriminator="kind")]
-STAGE_KINDS: tuple[str, ...] = ("pseudonymize", "dp_aggregate")
+# --------------------------------------------------------------------------------------------
+# Homomorphic summation across parties: he_keygen, he_encrypt, he_aggregate, he_decrypt
+# --------------------------------------------------------------------------------------------
+HE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class CKKSParamsSpec(StrictModel):
+    """CKKS parameters as written in a spec; checked by :class:`privstage.he.CKKSParams` at plan time."""
+
+    scheme: Literal["ckks"]
+    poly_modulus_degree: int = Field(description="Ring degree N (slots = N/2).")
+    coeff_mod_bit_sizes: tuple[int, ...] = Field(description="Coefficient-modulus prime sizes; the last is special.")
+    scale_bits: int = Field(description="log2 of the encoding scale.")
+    depth: int = Field(0, description="Multiplicative depth (0 for sums).")
+
+    def to_params(self) -> Any:
+        """The checked :class:`~privstage.he.params.CKKSParams` (raises ``HEParameterError`` with the limit)."""
+        from privstage.he.params import CKKSParams
+
+        return CKKSParams(
+            poly_modulus_degree=self.poly_modulus_degree,
+            coeff_mod_bit_sizes=self.coeff_mod_bit_sizes,
+            scale_bits=self.scale_bits,
+            depth=self.depth,
+        )
+
+
+class BFVParamsSpec(StrictModel):
+    """BFV parameters as written in a spec; checked by :class:`privstage.he.BFVParams` at plan time."""
+
+    scheme: Literal["bfv"]
+    poly_modulus_degree: int = Field(description="Ring degree N (slots = N).")
+    coeff_mod_bit_sizes: tuple[int, ...] = Field(description="Coefficient-modulus prime sizes; the last is special.")
+    plain_modulus: int = Field(description="Prime t ≡ 1 (mod 2N); slots hold values in [-(t-1)/2, (t-1)/2].")
+
+    def to_params(self) -> Any:
+        """The checked :class:`~privstage.he.params.BFVParams` (raises ``HEParameterError`` with the limit)."""
+        from privstage.he.params import BFVParams
+
+        return BFVParams(
+            poly_modulus_degree=self.poly_modulus_degree,
+            coeff_mod_bit_sizes=self.coeff_mod_bit_sizes,
+            plain_modulus=self.plain_modulus,
+        )
+
+
+HEParamsSpec = Annotated[CKKSParamsSpec | BFVParamsSpec, Field(discriminator="scheme")]
+
+
+class HEMeasureSpec(StrictModel):
+    """One quantity summed per group (maps to :class:`privstage.he.Measure`)."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Name of the measure in the release.")
+    kind: Literal["sum", "count"] = Field(description="'sum' of a column or 'count' of rows.")
+    column: str | None = Field(None, description="The summed column (sums only).")
+    bound: Decimal = Field(description="Bound on |a party's group total|, in release units (declared, checked).")
+    decimals: int = Field(0, ge=0, le=12, description="Release grid 10^-decimals (0 for counts).")
+
+    def to_measure(self) -> Any:
+        from privstage.he.layout import Measure
+
+        return Measure(name=self.name, kind=self.kind, column=self.column, bound=self.bound, decimals=self.decimals)
+
+
+class HERoundSpec(StrictModel):
+    """One aggregation round, declared by the key holder and published beside its public context.
+
+    Parties and the aggregator read it from the key holder's output (``context``): the parameters,
+    the public group key set and measures (the slot layout) and the expected party ids.
+    """
+
+    round_id: str = Field(pattern=HE_ID_PATTERN, description="Id of the round; contributions name it.")
+    params: HEParamsSpec
+    parties: tuple[str, ...] = Field(min_length=1, description="Ids of the parties expected to contribute.")
+    group_keys: tuple[str, ...] = Field(min_length=1, description="The public, ordered group key set.")
+    measures: tuple[HEMeasureSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> HERoundSpec:
+        for what, values in (("parties", self.parties), ("group_keys", self.group_keys)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"round.{what} lists a value twice")
+        bad = [p for p in self.parties if not re.fullmatch(HE_ID_PATTERN, p)]
+        if bad:
+            raise ValueError(f"party ids are letters, digits, '.', '_' or '-': {bad}")
+        names = [m.name for m in self.measures]
+        if len(set(names)) != len(names):
+            raise ValueError(f"measure names must be unique: {names}")
+        return self
+
+
+class HEStageBase(StageBase):
+    """HE stages: ``context`` is the key holder's published output (public context and round)."""
+
+    context: DatasetInput = Field(description="The he_keygen output: public context and round definition.")
+
+
+class HEKeygenStage(StageBase):
+    """Key holder: create the context, seal the secret part, publish the public context and the round."""
+
+    kind: Literal["he_keygen"]
+    input: DatasetInput | None = Field(None, description="None: key generation reads no data.")
+    round: HERoundSpec
+    secret_key_id: KeyId = Field(description="Key that seals the secret context at rest (AES-256-GCM).")
+    secret_dir: str | None = Field(None, description="Where sealed secret contexts live; default <state_dir>/he.")
+
+    @field_validator("secret_key_id")
+    @classmethod
+    def _check_key_id(cls, value: str) -> str:
+        return validate_key_id(value)
+
+    @model_validator(mode="after")
+    def _no_input(self) -> HEKeygenStage:
+        if self.input is not None:
+            raise ValueError("he_keygen reads no input dataset")
+        return self
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset({self.secret_key_id})
+
+
+class HEEncryptStage(HEStageBase):
+    """Party: per-group sums computed locally in Spark, encrypted under the public context only."""
+
+    kind: Literal["he_encrypt"]
+    party_id: str = Field(pattern=HE_ID_PATTERN, description="This party's id (one of round.parties).")
+    group_column: str = Field(description="Input column holding the group key (cast to string).")
+    key_id: KeyId = Field(description="The party's key that authenticates its manifest.")
+    expect_fingerprint: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="Pin the public context (SHA-256) received out of band."
+    )
+
+    @field_validator("key_id")
+    @classmethod
+    def _check_key_id(cls, value: str) -> str:
+        return validate_key_id(value)
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset({self.key_id})
+
+
+class HEAggregateStage(HEStageBase):
+    """Aggregator: verify every party's contribution and add them slot by slot, without any secret key."""
+
+    kind: Literal["he_aggregate"]
+    input: DatasetInput | None = Field(None, description="None: the contributions are listed in 'inputs'.")
+    inputs: tuple[DatasetInput, ...] = Field(min_length=1, description="One ciphertext dataset per party.")
+    aggregator_id: str = Field(pattern=HE_ID_PATTERN)
+    key_id: KeyId = Field(description="The aggregator's key that authenticates its manifest.")
+    party_keys: dict[str, KeyId] | None = Field(
+        None, description="Party id -> key id verifying its manifest; None leaves that check to the key holder."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> HEAggregateStage:
+        if self.input is not None:
+            raise ValueError("he_aggregate reads its contributions from 'inputs', not 'input'")
+        for key_id in [self.key_id, *(self.party_keys or {}).values()]:
+            validate_key_id(key_id)
+        return self
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset({self.key_id, *(self.party_keys or {}).values()})
+
+
+class HERatioSpec(StrictModel):
+    """A released ratio of two released measures per group (e.g. the average cost per visit)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    numerator: str
+    denominator: str
+    decimals: int = Field(2, ge=0, le=12)
+
+
+class HENoiseSpec(StrictModel):
+    """DP noise on one measure before release; sensitivity in release units (one privacy unit's effect)."""
+
+    epsilon: Epsilon
+    delta: Delta = Delta(0)
+    sensitivity: Decimal = Field(gt=0, description="Largest change one privacy unit makes to a group's value.")
+    mechanism: Literal["geometric", "gaussian_discrete"] = "geometric"
+
+    @model_validator(mode="after")
+    def _delta(self) -> HENoiseSpec:
+        if self.mechanism == "geometric" and not self.delta.is_zero:
+            raise ValueError("geometric noise is pure ε: delta must be 0 (or use gaussian_discrete)")
+        if self.mechanism == "gaussian_discrete" and self.delta.is_zero:
+            raise ValueError("gaussian_discrete needs delta > 0")
+        return self
+
+
+class HEDPSpec(StrictModel):
+    """Differentially private release: noise per measure, spent from the budget ledger."""
+
+    budget: DPBudgetSpec
+    noise: dict[str, HENoiseSpec] = Field(min_length=1)
+
+    def total_budget(self) -> PrivacyBudget:
+        return PrivacyBudget.total([PrivacyBudget(n.epsilon, n.delta) for n in self.noise.values()])
+
+
+class HEDecryptStage(HEStageBase):
+    """Key holder: verify the aggregate, decrypt, check against the plan, release rounded (optionally noised) sums."""
+
+    kind: Literal["he_decrypt"]
+    secret_key_id: KeyId = Field(description="Key that sealed the secret context (as in he_keygen).")
+    secret_dir: str | None = Field(None, description="Where sealed secret contexts live; default <state_dir>/he.")
+    aggregator_key_id: KeyId = Field(description="Key verifying the aggregator's manifest.")
+    party_keys: dict[str, KeyId] | None = Field(None, description="Party id -> key id verifying party manifests.")
+    group_column: str = Field("group", pattern=NAME_PATTERN, description="Name of the released group key column.")
+    ratios: tuple[HERatioSpec, ...] = ()
+    dp: HEDPSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> HEDecryptStage:
+        for key_id in [self.secret_key_id, self.aggregator_key_id, *(self.party_keys or {}).values()]:
+            validate_key_id(key_id)
+        if self.dp is not None and not self.dp.total_budget().fits_within(self.dp.budget.total.budget):
+            raise ValueError(
+                f"the noise asks for {self.dp.total_budget()}, more than the declared total "
+                f"{self.dp.budget.total.budget} for one period"
+            )
+        return self
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset({self.secret_key_id, self.aggregator_key_id, *(self.party_keys or {}).values()})
+
+
+HE_STAGE_KINDS: tuple[str, ...] = ("he_keygen", "he_encrypt", "he_aggregate", "he_decrypt")
+
+StageSpec = Annotated[
+    PseudonymizeStage | DPAggregateStage | HEKeygenStage | HEEncryptStage | HEAggregateStage | HEDecryptStage,
+    Field(discriminator="kind"),
+]
+STAGE_KINDS: tuple[str, ...] = ("pseudonymize", "dp_aggregate", *HE_STAGE_KINDS)
+
+
+def stage_inputs(stage: StageSpec) -> tuple[DatasetInput, ...]:
+    """Every dataset a stage reads: ``input``, ``inputs`` (he_aggregate) and ``context`` (HE stages)."""
+    sources = [stage.input] if stage.input is not None else []
+    sources += list(getattr(stage, "inputs", ()))
+    context = getattr(stage, "context", None)
+    if context is not None:
+        sources.append(context)
+    return tuple(sources)
 
 
 class PipelineSpec(StrictModel):
@@ -513,10 +768,11 @@ class PipelineSpec(StrictModel):
         for i, stage in enumerate(self.stages):
             if stage.name in seen:
                 raise ValueError(f"stages[{i}]: stage name '{stage.name}' is used twice")
-            if stage.input.stage is not None and stage.input.stage not in seen:
-                raise ValueError(
-                    f"stages[{i}] ({stage.name}): input.stage '{stage.input.stage}' is not an earlier stage"
-                )
+            for source in stage_inputs(stage):
+                if source.stage is not None and source.stage not in seen:
+                    raise ValueError(
+                        f"stages[{i}] ({stage.name}): input.stage '{source.stage}' is not an earlier stage"
+                    )
             out = stage.output.path
             if out in outputs:
                 raise ValueError(f"stages[{i}] ({stage.name}): output path also written by '{outputs[out]}'")
@@ -542,12 +798,20 @@ class PipelineSpec(StrictModel):
         return str(p.resolve())
 
     def input_path(self, stage: StageSpec) -> str:
-        if stage.input.stage is not None:
-            return self.resolve_path(self.stage(stage.input.stage).output.path)
-        assert stage.input.path is not None
-        return self.resolve_path(stage.input.path)
+        if stage.input is None:
+            raise SpecError("this stage reads no single input dataset", stage=stage.name)
+        return self.dataset_path(stage.input)
+
+    def dataset_path(self, source: DatasetInput) -> str:
+        """The absolute path a :class:`DatasetInput` names (an earlier stage's output, or a path)."""
+        if source.stage is not None:
+            return self.resolve_path(self.stage(source.stage).output.path)
+        assert source.path is not None
+        return self.resolve_path(source.path)
 
     def input_format(self, stage: StageSpec) -> str:
+        if stage.input is None:
+            return "parquet"
         return "parquet" if stage.input.stage is not None else stage.input.format
 
     def state_path(self) -> Path:
@@ -609,9 +873,9 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
         # Tags of discriminated unions ('pseudonymize', 'local', ...) follow an index or a field.
         if (
             i > 0
-            and item in (*STAGE_KINDS, "local", "files", "env")
+            and item in (*STAGE_KINDS, "local", "files", "env", "ckks", "bfv")
             and clean
-            and (isinstance(loc[i - 1], int) or loc[i - 1] == "keys")
+            and (isinstance(loc[i - 1], int) or loc[i - 1] in ("keys", "params"))
         ):
             continue
         parts.append(("." if parts else "") + str(item))
@@ -644,7 +908,8 @@ def _spec_error(exc: ValidationError, lines: Mapping[tuple[Any, ...], int], sour
             msg = "unknown key (not part of the spec; check spelling)"
         elif err["type"] == "union_tag_invalid":
             ctx = err.get("ctx") or {}
-            what = "key provider" if clean and clean[-1] == "keys" else "stage kind"
+            last = clean[-1] if clean else None
+            what = {"keys": "key provider", "params": "HE scheme"}.get(str(last), "stage kind")
             msg = f"unknown {what} '{ctx.get('tag')}' (known: {ctx.get('expected_tags')})"
         at = f" (line {line})" if line else ""
         messages.append(f"{where}{at}: {msg}")

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
+from privstage_airflow.operators.he import (
+    HEAggregateOperator,
+    HEDecryptOperator,
+    HEEncryptOperator,
+    HEKeygenOperator,
+    HEStageOperator,
+    he_summary,
+)
 from privstage_airflow.operators.pipeline import (
     PrivacyPipelineOperator,
     PrivstageOperatorBase,
@@ -13,9 +21,15 @@ from privstage_airflow.operators.pipeline import (
 
 __all__ = [
     "DPAggregateOperator",
+    "HEAggregateOperator",
+    "HEDecryptOperator",
+    "HEEncryptOperator",
+    "HEKeygenOperator",
+    "HEStageOperator",
     "PrivacyPipelineOperator",
     "PrivstageOperatorBase",
     "PseudonymizeOperator",
     "dp_release_summary",
+    "he_summary",
     "run_context_from",
 ]

@@ -469,6 +469,11 @@ class BudgetLedger:
         return self._display_url
 
     @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for tables that share the ledger's database, e.g. the HE nonce store)."""
+        return self._engine
+
+    @property
     def backend(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._backend

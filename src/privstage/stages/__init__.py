@@ -6,6 +6,13 @@ either ``apply(df, plan, spark=)`` (a lazy DataFrame: row-wise stages) or ``prod
 with ``output_schema(plan, input_schema)`` (stages that compute a release on the driver from aggregates and
 hook the engine's commit, such as ``dp_aggregate``). An optional ``narrow(df, plan)`` restricts the input
 (a partition, derived and needed columns) before the pre-guards.
+
+A stage kind whose spec has no single ``input`` (``input: None``: ``he_keygen`` reads no dataset,
+``he_aggregate`` reads one per party from ``inputs``) provides ``read_inputs(stage, spec, spark)``
+returning ``(description, reader)``: a text naming what it reads (for the plan and the report) and a
+zero-argument callable returning the lazy DataFrame its pre-guards and ``produce`` receive (the engine
+takes its schema at plan time and calls it again at run time; it must not collect data). Such stages
+usually ``produce`` from what they read themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ __all__ = ["STAGE_MODULES", "stage_module"]
 STAGE_MODULES: dict[str, str] = {
     "pseudonymize": "privstage.stages.pseudonymize",
     "dp_aggregate": "privstage.stages.dp_aggregate",
+    "he_keygen": "privstage.stages.he_keygen",
+    "he_encrypt": "privstage.stages.he_encrypt",
+    "he_aggregate": "privstage.stages.he_aggregate",
+    "he_decrypt": "privstage.stages.he_decrypt",
 }
 
 
