@@ -6,6 +6,20 @@ either ``apply(df, plan, spark=)`` (a lazy DataFrame: row-wise stages) or ``prod
 with ``output_schema(plan, input_schema)`` (stages that compute a release on the driver from aggregates and
 hook the engine's commit, such as ``dp_aggregate``). An optional ``narrow(df, plan)`` restricts the input
 (a partition, derived and needed columns) before the pre-guards.
+
+Optional I/O hooks, for stages whose stored form differs from what Spark reads and writes by default
+(``encrypt`` / ``decrypt``); a stage without them is read and written as plain Parquet:
+
+* ``read_schema(stage, spark, path, keys, env=)``: the input's schema at planning, when a plain read cannot
+  see it (an encrypted Parquet footer).
+* ``input_options(plan) -> dict``: extra reader options for the stage's input at run time (decryption
+  settings; never key material).
+* ``write(df, staging, plan, spark=) -> dict | None``: write the staged output instead of the engine's
+  ``df.write.parquet(staging)`` (write options, extra files such as a manifest beside the data, error
+  translation); the returned dict is merged into the stage's report details.
+* ``read_staged(staging, plan, spark=)``: read the staged output back for the post-guards.
+* ``close(plan)``: release per-run resources (a materialized key directory) after the stage, whether it
+  succeeded or failed.
 """
 
 from __future__ import annotations
@@ -20,6 +34,8 @@ __all__ = ["STAGE_MODULES", "stage_module"]
 STAGE_MODULES: dict[str, str] = {
     "pseudonymize": "privstage.stages.pseudonymize",
     "dp_aggregate": "privstage.stages.dp_aggregate",
+    "encrypt": "privstage.stages.encrypt",
+    "decrypt": "privstage.stages.decrypt",
 }
 
 
