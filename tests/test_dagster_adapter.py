@@ -61,6 +61,7 @@ def _resources(**spark_conf: str) -> dict[str, Any]:
 def test_exported_names_are_the_intended_ones() -> None:
     assert sorted(privstage_dagster.__all__) == [
         "BudgetLedgerResource",
+        "EncryptedParquetIOManager",
         "KeyProviderResource",
         "SparkResource",
         "build_privstage_assets",

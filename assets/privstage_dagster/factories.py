@@ -40,7 +40,13 @@ from privstage_dagster._errors import failure_from
 from privstage_dagster.checks import check_results_from_guards, check_specs_for_stage
 from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
-__all__ = ["build_privstage_assets", "dp_release_metadata", "materialization_metadata", "run_key_for"]
+__all__ = [
+    "build_privstage_assets",
+    "dp_release_metadata",
+    "encryption_metadata",
+    "materialization_metadata",
+    "run_key_for",
+]
 
 
 def run_key_for(context: AssetExecutionContext) -> str:
@@ -75,7 +81,24 @@ def materialization_metadata(manifest: Mapping[str, Any], stage: str) -> dict[st
     if manifest.get("partition") is not None:
         metadata["partition"] = manifest["partition"]
     metadata.update(dp_release_metadata(entry))
+    metadata.update(encryption_metadata(entry))
     return metadata
+
+
+def encryption_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An encrypt stage's manifest summary as asset metadata (empty for other stages): dataset, mode, KEK id
+    and version, encrypted columns, file count. Never keys or wrapped keys (the summary holds none)."""
+    summary = (entry.get("details") or {}).get("encryption")
+    if entry.get("kind") != "encrypt" or not summary:
+        return {}
+    return {
+        "privstage/dataset": summary["dataset"],
+        "privstage/encryption_mode": summary["mode"],
+        "privstage/kek_id": summary["kek_id"],
+        "privstage/kek_version": summary["kek_version"],
+        "privstage/encrypted_columns": summary["columns"],
+        "privstage/files": summary["files"],
+    }
 
 
 def dp_release_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:

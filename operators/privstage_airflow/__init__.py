@@ -3,6 +3,7 @@
 Public API::
 
     from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PseudonymizeOperator, PrivstageHook
+    from privstage_airflow import EncryptOperator, DecryptOperator
 
 Operators are thin: they build a :class:`privstage.spec.PipelineSpec`, call
 :func:`privstage.engine.run_pipeline` and translate errors (spec, guard, budget, integrity and HE
@@ -25,6 +26,7 @@ from privstage.__about__ import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from privstage_airflow.hooks.privstage import PrivstageHook
     from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
+    from privstage_airflow.operators.encryption import DecryptOperator, EncryptOperator
     from privstage_airflow.operators.pipeline import (
         PrivacyPipelineOperator,
         PrivstageOperatorBase,
@@ -33,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DPAggregateOperator",
+    "DecryptOperator",
+    "EncryptOperator",
     "PrivacyPipelineOperator",
     "PrivstageHook",
     "PrivstageOperatorBase",
@@ -42,6 +46,8 @@ __all__ = [
 
 _LAZY = {
     "DPAggregateOperator": "privstage_airflow.operators.dp_aggregate",
+    "DecryptOperator": "privstage_airflow.operators.encryption",
+    "EncryptOperator": "privstage_airflow.operators.encryption",
     "PrivacyPipelineOperator": "privstage_airflow.operators.pipeline",
     "PrivstageOperatorBase": "privstage_airflow.operators.pipeline",
     "PseudonymizeOperator": "privstage_airflow.operators.pipeline",

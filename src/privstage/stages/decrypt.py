@@ -202,7 +202,7 @@ def apply(df: DataFrame, p: DecryptPlan, *, spark: SparkSession) -> DataFrame:
 
     subjects = None
     if manifest.subject_column:
-        path = subject_store_path(stage.subject_keys, manifest.dataset, p._env)
+        path = subject_store_path(stage.subject_keys, manifest.dataset, p._env.spec)
         subjects = SubjectKeyStore(path, p.keys, manifest.kek_id)
     return decrypt(df, plan_decrypt(manifest, p.keys), spark=spark, subjects=subjects)
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from privstage.crypto.file import KeyDirectory
     from privstage.crypto.subjects import SubjectKeyStore
     from privstage.guards.base import Guard
-    from privstage.spec import EncryptStage
+    from privstage.spec import EncryptStage, PipelineSpec
 
 __all__ = [
     "ENCRYPTED_METADATA",
@@ -72,15 +72,16 @@ __all__ = [
 ENCRYPTED_METADATA = "privstage_encrypted"
 
 
-def subject_store_path(subject_keys: str | None, dataset: str, env: Any) -> Path:
-    """Where a dataset's per-subject keys live: ``subject_keys`` or ``<state_dir>/subject-keys/<dataset>.json``."""
-    if env is None:
+def subject_store_path(subject_keys: str | None, dataset: str, pipeline: PipelineSpec | None) -> Path:
+    """Where a dataset's per-subject keys live: ``subject_keys`` (relative to the pipeline's base directory)
+    or ``<state_dir>/subject-keys/<dataset>.json``."""
+    if pipeline is None:
         if subject_keys is None:
             raise SpecError("per-subject keys need subject_keys (no pipeline state directory is known)")
         return Path(subject_keys)
     if subject_keys is not None:
-        return Path(env.spec.resolve_path(subject_keys))
-    return env.spec.state_path() / "subject-keys" / f"{dataset}.json"
+        return Path(pipeline.resolve_path(subject_keys))
+    return pipeline.state_path() / "subject-keys" / f"{dataset}.json"
 
 
 @dataclass
@@ -134,7 +135,11 @@ def plan(stage: EncryptStage, schema: StructType, keys: KeyProvider, *, env: Any
             from privstage.crypto.field import plan_encrypt
 
             field_keys = plan_encrypt(spec, schema, keys)
-            store = subject_store_path(stage.subject_keys, spec.dataset, env) if spec.subject_column else None
+            store = (
+                subject_store_path(stage.subject_keys, spec.dataset, env.spec if env else None)
+                if spec.subject_column
+                else None
+            )
             return EncryptPlan(
                 stage=stage,
                 keys=keys,
