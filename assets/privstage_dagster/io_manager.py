@@ -21,7 +21,8 @@ data, keys or wrapped keys.
         resources={
             "io_manager": EncryptedParquetIOManager(
                 base_dir="/data/assets",
-                keys=KeyProviderResource(provider="files", directory="/var/run/secrets/privstage"),
+                key_provider=KeyProviderResource(provider="files", directory="/var/run/secrets/privstage"),
+                spark=SparkResource(),
                 grants={"monthly_report": ["visits-kek"]},
             )
         },
@@ -50,11 +51,11 @@ class EncryptedParquetIOManager(ConfigurableIOManager):
     """Stores assets as encrypted Parquet (field or file mode) and loads them decrypted for granted consumers."""
 
     base_dir: str = Field(description="Root folder; an asset lives under <base_dir>/<asset key path>.")
-    keys: KeyProviderResource = Field(
-        default_factory=lambda: KeyProviderResource(provider="local"),
-        description="Where KEKs come from (a key directory in production); never the keys themselves.",
+    key_provider: KeyProviderResource = Field(
+        description="Where KEKs come from (a key directory in production; provider 'spec' means the dev "
+        "keyring under <base_dir>/.privstage); never the keys themselves."
     )
-    spark: SparkResource = Field(default_factory=SparkResource, description="The Spark session to use.")
+    spark: SparkResource = Field(description="The Spark session to use.")
     grants: dict[str, list[str]] = Field(
         default_factory=dict, description="Consuming asset key ('a/b') -> key ids it may decrypt with."
     )
@@ -69,7 +70,7 @@ class EncryptedParquetIOManager(ConfigurableIOManager):
         from privstage.spec import LocalKeyringSpec
 
         state = Path(self.base_dir) / ".privstage"
-        return self.keys.get_provider(state, base_dir=self.base_dir, default=LocalKeyringSpec())
+        return self.key_provider.get_provider(state, base_dir=self.base_dir, default=LocalKeyringSpec())
 
     def _subjects(self, keys: Any, config: Any) -> Any:
         if getattr(config, "subject_column", None) is None:
