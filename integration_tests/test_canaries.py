@@ -125,6 +125,10 @@ def test_no_kek_and_no_dek_anywhere_in_both_encryption_modes(workspace, spark, s
 
     manifest = run_pipeline(spec, spark=spark, report_path=report, progress=True)
     assert [s.status for s in manifest.stages] == ["succeeded"] * 4
+    # decrypt_field was planned before encrypt_field wrote its manifest: types came from the schema metadata
+    original = sorted(tuple(r) for r in workspace.read("data/visits").collect())
+    for mode in ("field", "file"):
+        assert sorted(tuple(r) for r in workspace.read(f"clear/{mode}").collect()) == original
 
     store = SubjectKeyStore(
         workspace.root / ".privstage" / "subject-keys" / "tiny_field.json", workspace.keyring, kek.key_id
@@ -143,7 +147,9 @@ def test_no_kek_and_no_dek_anywhere_in_both_encryption_modes(workspace, spark, s
     with redirect_stdout(explained):
         for mode in ("simple", "extended", "codegen", "cost", "formatted"):
             frame.explain(mode=mode)
-    environment = str(spark.sparkContext._jsc.sc().statusStore().environmentInfo())
+    info = spark.sparkContext._jsc.sc().statusStore().environmentInfo()  # what the UI's Environment tab shows
+    parts = ("runtime", "sparkProperties", "hadoopProperties", "systemProperties", "metricsProperties")
+    environment = "\n".join(str(getattr(info, part)()) for part in parts)
     assert "spark.master" in environment and "java.version" in environment  # the Environment tab's data
     haystacks = [
         ("explain()", explained.getvalue()),

@@ -66,36 +66,38 @@ def _rows(df) -> list[tuple]:
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
     """A base directory with keys, the tiny dataset, and the dataset encrypted in both modes (plus an older
-    file-mode encryption of the same dataset)."""
+    file-mode encryption of the same dataset); ``world.reports`` holds the encrypt runs' manifests."""
     base = tmp_path_factory.mktemp("stages")
     (base / "keys").mkdir(mode=0o700)
     (base / "keys" / "visits-kek.v1").write_text(base64.b64encode(os.urandom(32)).decode())
     pdf = generate_clinic_visits_pandas(ROWS)
     visits = spark.createDataFrame(pdf, schema=CLINIC_VISITS_SCHEMA).repartition(2, "visit_id")
     visits.write.parquet(str(base / "data" / "visits"))
+    reports = {}
     for name, config in (("file_old", FILE), ("field", FIELD), ("file", FILE)):
-        run_pipeline(pipeline(base, [encrypt_stage(config, out=f"enc/{name}")]), spark=spark)
-    return base
+        reports[name] = run_pipeline(pipeline(base, [encrypt_stage(config, out=f"enc/{name}")]), spark=spark)
+    return Path(base), reports
 
 
 def test_round_trip_in_both_modes_restores_rows_and_types(spark, world):
+    base, _ = world
     for mode in ("field", "file"):
-        spec = pipeline(world, [decrypt_stage(mode, {"path": f"enc/{mode}"}, out=f"out/clear_{mode}")])
+        spec = pipeline(base, [decrypt_stage(mode, {"path": f"enc/{mode}"}, out=f"out/clear_{mode}")])
         report = run_pipeline(spec, spark=spark)
-        original = spark.read.parquet(str(world / "data" / "visits"))
-        clear = spark.read.parquet(str(world / "out" / f"clear_{mode}"))
+        original = spark.read.parquet(str(base / "data" / "visits"))
+        clear = spark.read.parquet(str(base / "out" / f"clear_{mode}"))
         assert clear.schema == original.schema and _rows(clear) == _rows(original)
         checks = {o.check for g in report.stages[0].guards for o in g.outcomes}
         assert {"manifest_present", "keys_resolvable", "row_count_preserved"} <= checks
-    stored = spark.read.parquet(str(world / "enc" / "field"))
+    stored = spark.read.parquet(str(base / "enc" / "field"))
     assert {f.name: f.dataType.simpleString() for f in stored.schema}["ssn"] == "binary"
-    raw = b"".join(p.read_bytes() for p in (world / "enc" / "file").glob("part-*"))
+    raw = b"".join(p.read_bytes() for p in (base / "enc" / "file").glob("part-*"))
     assert raw.count(b"PARE") >= 2 and b"ssn" not in raw  # encrypted footers hide even column names
 
 
-def test_encrypt_report_and_guards_hold_no_key_material(spark, world):
-    report = run_pipeline(pipeline(world, [encrypt_stage(FIELD, out="out/enc_report")]), spark=spark)
-    stage = report.stages[0]
+def test_field_encrypt_guards_pass_and_the_report_holds_no_key_material(world):
+    base, reports = world
+    stage = reports["field"].stages[0]
     checks = {o.check: o.success for g in stage.guards for o in g.outcomes}
     assert checks == {
         "no_nulls": True,
@@ -105,30 +107,17 @@ def test_encrypt_report_and_guards_hold_no_key_material(spark, world):
         "no_plaintext_in_output": True,
     }
     assert stage.details["encryption"]["per_subject_keys"] and stage.key_versions == {"visits-kek": 1}
-    text = json.dumps(report.to_dict())
-    kek = FileKeyProvider(world / "keys").get("visits-kek").material()
+    text = json.dumps(reports["field"].to_dict())
+    kek = FileKeyProvider(base / "keys").get("visits-kek").material()
     assert base64.b64encode(kek).decode() not in text and kek.hex() not in text
 
 
-def test_file_mode_encrypt_checks_footers_and_unreadability(spark, world):
-    report = run_pipeline(pipeline(world, [encrypt_stage(FILE, out="out/enc_file_report")]), spark=spark)
-    checks = {o.check: o.success for g in report.stages[0].guards for o in g.outcomes}
+def test_file_mode_encrypt_checks_footers_and_unreadability(world):
+    base, reports = world
+    checks = {o.check: o.success for g in reports["file"].stages[0].guards for o in g.outcomes}
     assert checks["encrypted_footer"] and checks["unreadable_without_keys"] and checks["files_match_manifest"]
     with pytest.raises(Exception):  # noqa: B017 - pyarrow's own error: no decryption properties, no footer
-        pq.read_metadata(next((world / "out" / "enc_file_report").glob("part-*.parquet")))
-
-
-def test_encrypt_then_decrypt_in_one_run_restores_types_from_the_schema_metadata(spark, world):
-    spec = pipeline(
-        world,
-        [
-            encrypt_stage(FIELD, out="out/chain_enc"),
-            decrypt_stage("field", {"stage": "encrypt_visits"}, out="out/chain_clear"),
-        ],
-    )
-    run_pipeline(spec, spark=spark)
-    original = spark.read.parquet(str(world / "data" / "visits"))
-    assert _rows(spark.read.parquet(str(world / "out" / "chain_clear"))) == _rows(original)
+        pq.read_metadata(next((base / "enc" / "file").glob("part-*.parquet")))
 
 
 @pytest.mark.parametrize(
@@ -158,10 +147,11 @@ def test_decrypt_refuses_weak_algorithms_too(tmp_path, algorithm):
 
 
 def test_decrypt_without_manifest_is_blocked_before_reading(spark, world, tmp_path):
+    base, _ = world
     plain = tmp_path / "plain"
-    shutil.copytree(world / "enc" / "field", plain)
+    shutil.copytree(base / "enc" / "field", plain)
     (plain / env.ENCRYPTION_MANIFEST).unlink()
-    spec = pipeline(world, [decrypt_stage("field", {"path": str(plain)}, out=str(tmp_path / "out"))])
+    spec = pipeline(base, [decrypt_stage("field", {"path": str(plain)}, out=str(tmp_path / "out"))])
     with pytest.raises((GuardFailed, SpecError)):
         run_pipeline(spec, spark=spark)
     assert not (tmp_path / "out").exists()
@@ -257,14 +247,15 @@ TAMPER_CASES = [
 def test_every_tamper_case_is_an_integrity_error_and_writes_nothing(
     spark, world, tmp_path, mode, tamper, reseal, names
 ):
+    base, _ = world
     damaged = tmp_path / "enc" / mode
-    shutil.copytree(world / "enc" / mode, damaged)
-    (tmp_path / "enc" / "file_old").symlink_to(world / "enc" / "file_old")
+    shutil.copytree(base / "enc" / mode, damaged)
+    (tmp_path / "enc" / "file_old").symlink_to(base / "enc" / "file_old")
     tamper(damaged)
     if reseal:
-        _reseal(damaged, FileKeyProvider(world / "keys"))
+        _reseal(damaged, FileKeyProvider(base / "keys"))
     out = tmp_path / "out" / "clear"
-    spec = pipeline(world, [decrypt_stage(mode, {"path": str(damaged)}, out=str(out))])
+    spec = pipeline(base, [decrypt_stage(mode, {"path": str(damaged)}, out=str(out))])
     with pytest.raises(IntegrityError, match=names) as info:
         run_pipeline(spec, spark=spark)
     assert info.value.stage == "decrypt_visits"
