@@ -39,7 +39,7 @@ from privstage.crypto.guards import (
     FilesMatchManifestGuard,
     NoPlaintextInOutputGuard,
 )
-from privstage.errors import SpecError
+from privstage.errors import KeyUnavailable, SpecError
 from privstage.guards.base import GuardContext, GuardOutcome
 from privstage.guards.builtin import NoNullsGuard, RowCountPreservedGuard
 from privstage.keys.base import KeyProvider
@@ -152,7 +152,7 @@ def plan(stage: EncryptStage, schema: StructType, keys: KeyProvider, *, env: Any
                 raise SpecError(f"column '{name}' is not in the input (columns: {', '.join(names)})")
         versions = {key_id: keys.get(key_id).version for key_id in sorted(stage.key_ids())}
         return EncryptPlan(stage=stage, keys=keys, key_versions=versions)
-    except SpecError as exc:
+    except (SpecError, KeyUnavailable) as exc:
         exc.stage = exc.stage or stage.name
         raise
 
