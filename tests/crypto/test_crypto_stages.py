@@ -19,7 +19,7 @@ import pytest
 
 from privstage.crypto import envelope as env
 from privstage.engine import run_pipeline
-from privstage.errors import GuardFailed, IntegrityError, SpecError
+from privstage.errors import GuardFailed, IntegrityError, KeyUnavailable, SpecError
 from privstage.io import STAGING_DIR
 from privstage.keys import FileKeyProvider
 from privstage.sample_data import CLINIC_VISITS_SCHEMA, generate_clinic_visits_pandas
@@ -118,6 +118,16 @@ def test_file_mode_encrypt_checks_footers_and_unreadability(world):
     assert checks["encrypted_footer"] and checks["unreadable_without_keys"] and checks["files_match_manifest"]
     with pytest.raises(Exception):  # noqa: B017 - pyarrow's own error: no decryption properties, no footer
         pq.read_metadata(next((base / "enc" / "file").glob("part-*.parquet")))
+
+
+@pytest.mark.parametrize("config", [FIELD, FILE], ids=["field", "file"])
+def test_a_missing_kek_fails_closed_before_anything_is_written(spark, world, tmp_path, config):
+    base, _ = world
+    out = tmp_path / "never"
+    spec = pipeline(base, [encrypt_stage({**config, "kek_id": "missing-kek"}, out=str(out))])
+    with pytest.raises(KeyUnavailable, match="missing-kek") as info:
+        run_pipeline(spec, spark=spark)
+    assert info.value.stage == "encrypt_visits" and not out.exists() and not (tmp_path / STAGING_DIR).exists()
 
 
 @pytest.mark.parametrize(
