@@ -138,7 +138,7 @@ def test_shredding_a_patient_through_the_cli_on_the_clinic_visits_pipeline(spark
     out = capsys.readouterr().out
     assert "key destroyed" in out and patient not in out
 
-    for i, source in enumerate((encrypted, copy)):
+    for i, source in enumerate((encrypted,)):  # the copy is checked below, without another pipeline run
         stage = {
             "name": "decrypt_visits",
             "kind": "decrypt",

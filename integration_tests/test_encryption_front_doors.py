@@ -121,6 +121,9 @@ def test_airflow_encrypts_and_decrypts_clinic_visits_in_both_modes(
     expected = _rows(visits)
     for mode in ("field", "file"):
         assert _rows(spark.read.parquet(str(base / "clear" / mode))) == expected
+    _, decrypted = xcom_manifest(dag_run, "decrypt_file")
+    checks = {o["check"] for g in decrypted["stages"][0]["guards"] for o in g["outcomes"]}
+    assert {"manifest_present", "keys_resolvable", "row_count_preserved"} <= checks
     raw, manifest = xcom_manifest(dag_run, "encrypt_field")
     (stage,) = manifest["stages"]
     assert stage["details"]["encryption"]["per_subject_keys"] and stage["key_versions"] == {"visits-kek": 1}

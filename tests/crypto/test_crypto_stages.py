@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from privstage.crypto import envelope as env
+from privstage.crypto import file as file_mode
 from privstage.engine import run_pipeline
 from privstage.errors import GuardFailed, IntegrityError, KeyUnavailable, SpecError
 from privstage.io import STAGING_DIR
@@ -73,22 +74,19 @@ def world(spark, tmp_path_factory):
     pdf = generate_clinic_visits_pandas(ROWS)
     visits = spark.createDataFrame(pdf, schema=CLINIC_VISITS_SCHEMA).repartition(2, "visit_id")
     visits.write.parquet(str(base / "data" / "visits"))
+    keys = FileKeyProvider(base / "keys")
+    older = env.parse_encryption_spec({**FILE, "dataset": "clinic_visits"})
+    file_mode.encrypt_dataset(
+        visits, base / "enc" / "file_old", older, file_mode.KeyDirectory.mounted(base / "keys"), keys
+    )
     reports = {}
-    for name, config in (("file_old", FILE), ("field", FIELD), ("file", FILE)):
+    for name, config in (("field", FIELD), ("file", FILE)):
         reports[name] = run_pipeline(pipeline(base, [encrypt_stage(config, out=f"enc/{name}")]), spark=spark)
     return Path(base), reports
 
 
-def test_round_trip_in_both_modes_restores_rows_and_types(spark, world):
+def test_encrypted_outputs_hide_values_and_column_names(spark, world):
     base, _ = world
-    for mode in ("field", "file"):
-        spec = pipeline(base, [decrypt_stage(mode, {"path": f"enc/{mode}"}, out=f"out/clear_{mode}")])
-        report = run_pipeline(spec, spark=spark)
-        original = spark.read.parquet(str(base / "data" / "visits"))
-        clear = spark.read.parquet(str(base / "out" / f"clear_{mode}"))
-        assert clear.schema == original.schema and _rows(clear) == _rows(original)
-        checks = {o.check for g in report.stages[0].guards for o in g.outcomes}
-        assert {"manifest_present", "keys_resolvable", "row_count_preserved"} <= checks
     stored = spark.read.parquet(str(base / "enc" / "field"))
     assert {f.name: f.dataType.simpleString() for f in stored.schema}["ssn"] == "binary"
     raw = b"".join(p.read_bytes() for p in (base / "enc" / "file").glob("part-*"))
