@@ -120,6 +120,7 @@ def prepare_base_dir(
     if keyring:
         ring = LocalKeyring.init(base / ".privstage/dev-keyring.json", key_ids=(), warn=False)
         ring.import_key(KEY_ID, key_b64 or base64.b64encode(secrets.token_bytes(32)).decode())
+        ring.create("visits-kek")  # the KEK of the pipeline's encrypt_visits stage
     return base
 
 

@@ -81,3 +81,104 @@ def test_no_key_and_no_raw_ssn_anywhere(workspace, spark, spark_event_log_dir, c
     assert leaks(files_text(spark_event_log_dir), [marker]) != []
     # the canaries are real: they are in the input and the keyring
     assert workspace.read("data/visits").where(f"ssn = '{CANARY_SSN}'").count() == 2
+
+
+ENCRYPTION_STAGES = """\
+  - name: encrypt_field
+    kind: encrypt
+    input: {path: data/visits}
+    output: {path: enc/field}
+    encryption: {mode: field, dataset: tiny_field, kek_id: visits-kek, columns: [ssn, name, email],
+                 row_key: visit_id, subject_column: patient_id}
+  - name: decrypt_field
+    kind: decrypt
+    mode: field
+    input: {stage: encrypt_field}
+    output: {path: clear/field}
+  - name: encrypt_file
+    kind: encrypt
+    input: {path: data/visits}
+    output: {path: enc/file}
+    encryption: {mode: file, dataset: tiny_file, kek_id: visits-kek, columns: [ssn, name, email]}
+  - name: decrypt_file
+    kind: decrypt
+    mode: file
+    input: {stage: encrypt_file}
+    output: {path: clear/file}
+"""
+
+
+def test_no_kek_and_no_dek_anywhere_in_both_encryption_modes(workspace, spark, spark_event_log_dir, caplog, capfd):
+    """KEKs (and the keys derived from them) and DEKs never reach logs, the run report, manifests, explain(),
+    Spark's environment data (the UI's Environment tab: the status store) or the event log; the raw SSN never
+    reaches an encrypted file."""
+    from privstage.crypto.subjects import SubjectKeyStore
+    from privstage.engine import PlanEnv
+    from privstage.stages import encrypt as enc
+
+    caplog.set_level(logging.DEBUG)
+    kek = workspace.keyring.create("visits-kek")
+    spec = workspace.load(ENCRYPTION_STAGES)
+    report = workspace.root / "reports" / "run.json"
+    spark.range(1).count()
+    event_log_before = "".join(text for _, text in files_text(spark_event_log_dir))
+
+    manifest = run_pipeline(spec, spark=spark, report_path=report, progress=True)
+    assert [s.status for s in manifest.stages] == ["succeeded"] * 4
+    # decrypt_field was planned before encrypt_field wrote its manifest: types came from the schema metadata
+    original = sorted(tuple(r) for r in workspace.read("data/visits").collect())
+    for mode in ("field", "file"):
+        assert sorted(tuple(r) for r in workspace.read(f"clear/{mode}").collect()) == original
+
+    store = SubjectKeyStore(
+        workspace.root / ".privstage" / "subject-keys" / "tiny_field.json", workspace.keyring, kek.key_id
+    )
+    patients = [r[0] for r in workspace.read("data/visits").select("patient_id").distinct().collect()]
+    deks = list(store.lookup(patients).values())
+    assert len(deks) == len(patients) == 4
+    derived = [kek.derive(p) for p in ("pme/master", "envelope/wrap", "manifest/seal", "subjects/ref")]
+    needles = [form for secret in [kek.material(), *derived, *deks] for form in secret_forms(secret)]
+
+    # explain() of the field stage's frame (its data keys travel in a broadcast relation), in every mode
+    env = PlanEnv(spec, run_key=None, partition=None)
+    plan = enc.plan(spec.stage("encrypt_field"), workspace.read("data/visits").schema, workspace.keyring, env=env)
+    frame = enc.apply(workspace.read("data/visits"), plan, spark=spark)
+    explained = io.StringIO()
+    with redirect_stdout(explained):
+        for mode in ("simple", "extended", "codegen", "cost", "formatted"):
+            frame.explain(mode=mode)
+    info = spark.sparkContext._jsc.sc().statusStore().environmentInfo()  # what the UI's Environment tab shows
+    parts = ("runtime", "sparkProperties", "hadoopProperties", "systemProperties", "metricsProperties")
+    environment = "\n".join(str(getattr(info, part)()) for part in parts)
+    assert "spark.master" in environment and "java.version" in environment  # the Environment tab's data
+    haystacks = [
+        ("explain()", explained.getvalue()),
+        ("Spark environment (UI)", environment),
+        ("Spark conf", json.dumps(sorted(spark.sparkContext.getConf().getAll()))),
+        ("manifest", json.dumps(manifest.to_dict())),
+        ("log records", caplog.text),
+    ]
+    captured = capfd.readouterr()
+    haystacks += [("stdout", captured.out), ("stderr", captured.err)]
+    haystacks += list(files_text(report.parent))
+    for stage in ("enc/field", "enc/file"):
+        haystacks += [
+            (f"{stage} manifests", "".join(t for p, t in files_text(workspace.root / stage) if "_privstage" in p))
+        ]
+    spark.range(1).count()
+    event_log = "".join(text for _, text in files_text(spark_event_log_dir))[len(event_log_before) :]
+    assert "SparkListenerSQLExecutionStart" in event_log
+    haystacks += [("Spark event log", event_log)]
+    assert "SparkListenerEnvironmentUpdate" in event_log_before or "SparkListenerEnvironmentUpdate" in event_log
+
+    assert leaks(haystacks, needles) == []
+    # the raw SSN is in neither encrypted dataset's files (values and, in file mode, column names hidden)
+    encrypted_bytes = [
+        (str(p), p.read_bytes().decode("latin-1"))
+        for s in ("enc/field", "enc/file")
+        for p in (workspace.root / s).glob("part-*")
+    ]
+    assert leaks(encrypted_bytes, text_forms(CANARY_SSN)) == []
+    # positive control: the needles are found where they are (the key directory the run used is gone, so
+    # check the keyring file itself holds the KEK in one of the scanned forms)
+    assert leaks([("keyring", workspace.keyring_path.read_text())], needles) != []

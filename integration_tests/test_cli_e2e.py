@@ -50,8 +50,10 @@ def demo(tmp_path_factory) -> Path:
 def test_demo_output_and_report(demo):
     report = json.loads((demo / "reports" / "clinic_visits.json").read_text())
     assert report["status"] == "succeeded"
-    stage, dp = report["stages"]
+    stage, dp, encrypted = report["stages"]
     assert stage["rows_in"] == stage["rows_out"] == 1500
+    assert (encrypted["name"], encrypted["status"], encrypted["rows_out"]) == ("encrypt_visits", "succeeded", 1500)
+    assert encrypted["details"]["encryption"]["per_subject_keys"] and encrypted["guard_summary"]["failed"] == 0
     assert stage["guard_summary"]["failed"] == 0
     assert (dp["name"], dp["status"], dp["details"]["dp"]["ledger_key"]) == (
         "dp_visits_monthly",

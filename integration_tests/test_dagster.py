@@ -95,7 +95,7 @@ def test_clinic_visits_materializes_through_its_definitions_like_the_engine_run_
     from privstage.budget import BudgetLedger
 
     keyring = tmp_path / "keyring.json"
-    LocalKeyring.init(keyring, warn=False)
+    LocalKeyring.init(keyring, ("pseudonym-key", "visits-kek"), warn=False)
     monkeypatch.setenv("PRIVSTAGE_KEYRING", str(keyring))
     monkeypatch.delenv("PRIVSTAGE_LEDGER_URL", raising=False)
     via_dagster, direct = tmp_path / "via_dagster", tmp_path / "direct"
@@ -122,7 +122,11 @@ def test_clinic_visits_materializes_through_its_definitions_like_the_engine_run_
         (asset, name, True)
         for asset in ("pseudonymize_visits", "dp_visits_monthly")
         for name in ("builtin_before", "builtin_after", "expect_after")
-    } | {("pseudonymize_visits", "expect_before", True)}
+    } | {
+        ("pseudonymize_visits", "expect_before", True),
+        ("encrypt_visits", "builtin_before", True),
+        ("encrypt_visits", "builtin_after", True),
+    }
     events = {e.asset_key.path[-1]: e for e in result.get_asset_materialization_events()}
     metadata = {k: v.value for k, v in events["pseudonymize_visits"].materialization.metadata.items()}
     assert metadata["rows_in"] == metadata["rows_out"] == metadata["dagster/row_count"] == 400

@@ -61,7 +61,7 @@ def test_cli_airflow_and_dagster_write_identical_pseudonyms_and_publish_one_dp_r
     shared = tmp_path / "shared" / "visits"
     write_clinic_visits(str(shared), 600, spark=spark)
     keyring = tmp_path / "keyring.json"
-    LocalKeyring.init(keyring, warn=False)
+    LocalKeyring.init(keyring, ("pseudonym-key", "visits-kek"), warn=False)
     ledger_url = f"sqlite:///{tmp_path / 'shared' / 'ledger.db'}"
     monkeypatch.setenv("PRIVSTAGE_KEYRING", str(keyring))
     monkeypatch.delenv("SPARK_REMOTE", raising=False)

@@ -18,7 +18,9 @@ import jsonschema
 import privstage_airflow
 import pytest
 from privstage_airflow import (
+    DecryptOperator,
     DPAggregateOperator,
+    EncryptOperator,
     HEAggregateOperator,
     HEDecryptOperator,
     HEEncryptOperator,
@@ -123,6 +125,8 @@ def test_provider_info_and_package_import_without_spark_or_great_expectations() 
 def test_public_api_is_exactly_the_intended_names() -> None:
     assert sorted(privstage_airflow.__all__) == [
         "DPAggregateOperator",
+        "DecryptOperator",
+        "EncryptOperator",
         "HEAggregateOperator",
         "HEDecryptOperator",
         "HEEncryptOperator",
@@ -151,6 +155,8 @@ def test_public_api_is_exactly_the_intended_names() -> None:
         (HEEncryptOperator, ("spec_path", "stage", "base_dir", "report_path")),
         (HEAggregateOperator, ("spec_path", "stage", "base_dir", "report_path")),
         (HEDecryptOperator, ("spec_path", "stage", "base_dir", "report_path")),
+        (EncryptOperator, ("spec_path", "stage", "base_dir", "report_path", "partition")),
+        (DecryptOperator, ("spec_path", "stage", "base_dir", "report_path", "partition")),
     ],
 )
 def test_template_fields(operator: type, fields: tuple[str, ...]) -> None:
@@ -365,6 +371,17 @@ def test_dp_operator_runs_only_a_dp_aggregate_stage_of_the_spec(tmp_path: Path) 
     unknown = DPAggregateOperator(task_id="release", spec_path=str(CLINIC_SPEC), stage="dp_visits_weekly")
     with pytest.raises(SpecError, match="dp_visits_weekly"):
         unknown.build_spec()
+
+
+def test_encryption_operators_run_only_their_kind_of_stage() -> None:
+    op = EncryptOperator(task_id="encrypt", spec_path=str(CLINIC_SPEC), stage="encrypt_visits")
+    assert op.build_spec().stage("encrypt_visits").kind == "encrypt" and op.selected_stages() == ["encrypt_visits"]
+    with pytest.raises(SpecError, match="'dp_visits_monthly' is a dp_aggregate stage"):
+        EncryptOperator(task_id="encrypt", spec_path=str(CLINIC_SPEC), stage="dp_visits_monthly").build_spec()
+    with pytest.raises(SpecError, match="DecryptOperator 'decrypt' runs decrypt stages"):
+        DecryptOperator(task_id="decrypt", spec_path=str(CLINIC_SPEC), stage="encrypt_visits").build_spec()
+    with pytest.raises(TypeError):
+        EncryptOperator("encrypt", str(CLINIC_SPEC), "encrypt_visits")  # type: ignore[misc]
 
 
 class _TI:

@@ -86,7 +86,13 @@ def test_clinic_visits_example_parses(tmp_path: Path) -> None:
 
     assert spec.name == "clinic_visits"
     assert isinstance(spec.keys, LocalKeyringSpec)
-    stage, dp = spec.stages
+    stage, dp, encrypted = spec.stages
+    assert (encrypted.kind, encrypted.encryption.mode, encrypted.encryption.subject_column) == (
+        "encrypt",
+        "field",
+        "patient_id",
+    )
+    assert encrypted.key_ids() == {"visits-kek"}
     assert isinstance(stage, PseudonymizeStage)
     assert stage.name == "pseudonymize_visits"
     assert [c.column for c in stage.columns] == ["patient_id", "ssn", "email", "name"]

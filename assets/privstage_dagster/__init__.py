@@ -15,14 +15,19 @@
             "privstage_ledger": BudgetLedgerResource(url=dg.EnvVar("PRIVSTAGE_LEDGER_URL")),  # DP stages
         },
     )
+
+Encrypt and decrypt stages are assets like any other; :class:`EncryptedParquetIOManager` stores any Spark
+DataFrame asset encrypted at rest and loads it decrypted for the downstream assets granted its key.
 """
 
 from privstage_dagster.factories import build_privstage_assets
 from privstage_dagster.he import he_aggregate_asset, he_decrypt_asset, he_encrypt_asset, he_keygen_asset
+from privstage_dagster.io_manager import EncryptedParquetIOManager
 from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
 __all__ = [
     "BudgetLedgerResource",
+    "EncryptedParquetIOManager",
     "KeyProviderResource",
     "SparkResource",
     "build_privstage_assets",

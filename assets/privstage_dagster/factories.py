@@ -40,7 +40,14 @@ from privstage_dagster._errors import failure_from
 from privstage_dagster.checks import check_results_from_guards, check_specs_for_stage
 from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
-__all__ = ["build_privstage_assets", "dp_release_metadata", "he_metadata", "materialization_metadata", "run_key_for"]
+__all__ = [
+    "build_privstage_assets",
+    "dp_release_metadata",
+    "encryption_metadata",
+    "he_metadata",
+    "materialization_metadata",
+    "run_key_for",
+]
 
 
 def run_key_for(context: AssetExecutionContext) -> str:
@@ -76,6 +83,7 @@ def materialization_metadata(manifest: Mapping[str, Any], stage: str) -> dict[st
         metadata["partition"] = manifest["partition"]
     metadata.update(dp_release_metadata(entry))
     metadata.update(he_metadata(entry))
+    metadata.update(encryption_metadata(entry))
     return metadata
 
 
@@ -86,6 +94,22 @@ def he_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     keep = ("role", "round_id", "scheme", "context_fingerprint", "layout_id", "party_id", "aggregator_id")
     return {f"privstage/he_{k}": he[k] for k in keep if k in he}
+
+
+def encryption_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An encrypt stage's manifest summary as asset metadata (empty for other stages): dataset, mode, KEK id
+    and version, encrypted columns, file count. Never keys or wrapped keys (the summary holds none)."""
+    summary = (entry.get("details") or {}).get("encryption")
+    if entry.get("kind") != "encrypt" or not summary:
+        return {}
+    return {
+        "privstage/dataset": summary["dataset"],
+        "privstage/encryption_mode": summary["mode"],
+        "privstage/kek_id": summary["kek_id"],
+        "privstage/kek_version": summary["kek_version"],
+        "privstage/encrypted_columns": summary["columns"],
+        "privstage/files": summary["files"],
+    }
 
 
 def dp_release_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Public API::
 
     from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PseudonymizeOperator, PrivstageHook
     from privstage_airflow import HEKeygenOperator, HEEncryptOperator, HEAggregateOperator, HEDecryptOperator
+    from privstage_airflow import EncryptOperator, DecryptOperator
 
 Operators are thin: they build a :class:`privstage.spec.PipelineSpec`, call
 :func:`privstage.engine.run_pipeline` and translate errors (spec, guard, budget, integrity and HE
@@ -26,6 +27,7 @@ from privstage.__about__ import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from privstage_airflow.hooks.privstage import PrivstageHook
     from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
+    from privstage_airflow.operators.encryption import DecryptOperator, EncryptOperator
     from privstage_airflow.operators.he import (
         HEAggregateOperator,
         HEDecryptOperator,
@@ -41,6 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DPAggregateOperator",
+    "DecryptOperator",
+    "EncryptOperator",
     "HEAggregateOperator",
     "HEDecryptOperator",
     "HEEncryptOperator",
@@ -60,6 +64,8 @@ _LAZY = {
     "HEEncryptOperator": "privstage_airflow.operators.he",
     "HEKeygenOperator": "privstage_airflow.operators.he",
     "HEStageOperator": "privstage_airflow.operators.he",
+    "DecryptOperator": "privstage_airflow.operators.encryption",
+    "EncryptOperator": "privstage_airflow.operators.encryption",
     "PrivacyPipelineOperator": "privstage_airflow.operators.pipeline",
     "PrivstageOperatorBase": "privstage_airflow.operators.pipeline",
     "PseudonymizeOperator": "privstage_airflow.operators.pipeline",

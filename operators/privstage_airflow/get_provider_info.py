@@ -45,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
                     "privstage_airflow.operators.pipeline",
                     "privstage_airflow.operators.dp_aggregate",
                     "privstage_airflow.operators.he",
+                    "privstage_airflow.operators.encryption",
                 ],
             }
         ],

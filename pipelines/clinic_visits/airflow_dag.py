@@ -1,4 +1,5 @@
-"""Airflow 3 DAG for the clinic_visits pipeline: pseudonymize the visits, then publish the month's DP release.
+"""Airflow 3 DAG for the clinic_visits pipeline: pseudonymize the visits, then publish the month's DP release;
+beside them, keep the raw visits encrypted at rest (``encrypt_visits``: per-value AEAD, per-patient keys).
 
 Put this file (or a symlink to it) in the DAGs folder; the spec is found next to the real file.
 Dataset paths resolve against, in order: the run's ``base_dir`` param (``airflow dags trigger
@@ -30,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
-from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator
+from privstage_airflow import DPAggregateOperator, EncryptOperator, PrivacyPipelineOperator
 
 # resolve(): a symlink in the DAGs folder still finds the spec beside the real file.
 SPEC_PATH = Path(__file__).resolve().parent / "pipeline.yaml"
@@ -67,3 +68,11 @@ with DAG(
         base_dir="{{ params.base_dir }}",
     )
     pseudonymize >> release
+    # The raw visits at rest, encrypted per value under per-patient keys (independent of the release).
+    EncryptOperator(
+        task_id="encrypt_visits",
+        spec_path=str(SPEC_PATH),
+        stage="encrypt_visits",
+        base_dir="{{ params.base_dir }}",
+        overwrite=True,
+    )

@@ -210,6 +210,86 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_provider(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(key provider, pipeline spec or None): the provider a ``--spec`` names, else the dev keyring ``--path``."""
+    if getattr(args, "spec", None):
+        from privstage.keys import provider_from_spec
+        from privstage.spec import load_spec
+
+        spec = load_spec(args.spec, base_dir=args.base_dir)
+        return provider_from_spec(spec.keys, state_dir=spec.state_path(), base_dir=spec.base_dir), spec
+    return _keyring(args), None
+
+
+def _subject_stores(args: argparse.Namespace, keys: Any, spec: Any, dataset: str | None) -> list[Any]:
+    """The per-subject key stores a command acts on: ``--subject-keys`` or those of the spec's encrypt stages."""
+    from privstage.crypto.subjects import SubjectKeyStore
+    from privstage.errors import SpecError
+    from privstage.stages.encrypt import subject_store_path
+
+    if args.subject_keys:
+        if not args.kek_id:
+            raise SpecError("--subject-keys needs --kek-id (the KEK that wraps the subject keys)")
+        return [SubjectKeyStore(args.subject_keys, keys, args.kek_id)]
+    if spec is None:
+        raise SpecError("name the subject key store: --spec pipeline.yaml, or --subject-keys PATH --kek-id ID")
+    stores = []
+    for stage in spec.stages:
+        config = getattr(stage, "encryption", None)
+        if stage.kind != "encrypt" or getattr(config, "subject_column", None) is None:
+            continue
+        if dataset is None or config.dataset == dataset:
+            path = subject_store_path(stage.subject_keys, config.dataset, spec)
+            stores.append(SubjectKeyStore(path, keys, config.kek_id))
+    if not stores:
+        raise SpecError(
+            f"{args.spec}: no encrypt stage with per-subject keys" + (f" for dataset '{dataset}'" if dataset else "")
+        )
+    return stores
+
+
+def _cmd_keys_rewrap(args: argparse.Namespace) -> int:
+    """Re-wrap a dataset's data keys under the KEK's current (or given) version; data files are not touched."""
+    from privstage.crypto.envelope import read_manifest, rewrap, write_manifest
+
+    keys, spec = _key_provider(args)
+    directory = Path(args.dataset)
+    manifest = read_manifest(directory)
+    stores = _subject_stores(args, keys, spec, manifest.dataset) if manifest.subject_column else []
+    new = rewrap(manifest, keys, args.version)  # checks the seal first: an edited manifest is never re-sealed
+    for store in stores:
+        count = store.rewrap(args.version)
+        print(f"{store.describe()}: {count} subject key(s) re-wrapped")
+    write_manifest(directory, new)
+    version = new.seal.kek_version if new.seal else args.version
+    print(
+        f"dataset '{new.dataset}' ({directory}): data keys re-wrapped under '{new.kek_id}' version {version}; "
+        "data files untouched"
+    )
+    if new.mode == "file":
+        # PME keeps each file's key material in its (encrypted) footer, wrapped by the master key version of
+        # the write, so that any Parquet reader with a KMS client opens the file alone (pyarrow interop).
+        print(
+            "  file mode: the manifest is re-sealed under the new version; each Parquet footer keeps its file keys "
+            "wrapped by the version that wrote it: keep that version enabled until the dataset is rewritten"
+        )
+    return 0
+
+
+def _cmd_keys_shred(args: argparse.Namespace) -> int:
+    """Destroy one subject's data key: every copy of that subject's encrypted fields becomes unreadable."""
+    keys, spec = _key_provider(args)
+    stores = _subject_stores(args, keys, spec, args.dataset)
+    destroyed = 0
+    for store in stores:
+        hit = store.shred(args.subject)
+        destroyed += hit
+        # The subject id is not echoed: it is the kind of identifier the store keeps only as a keyed reference.
+        print(f"{store.describe()}: {'key destroyed' if hit else 'no key for this subject'}")
+    print(f"subject shredded in {destroyed} of {len(stores)} store(s)")
+    return 0
+
+
 def _cmd_keys_list(args: argparse.Namespace) -> int:
     keyring = _keyring(args)
     for key_id, versions in keyring.list().items():
@@ -343,6 +423,22 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             b.add_argument("ledger_key", help="the ledger key as 'budget show' prints it")
         b.set_defaults(func=func)
+
+    k = keys.add_parser("rewrap", help="re-wrap an encrypted dataset's data keys under the KEK's new version")
+    k.add_argument("dataset", help="the encrypted dataset's directory (it holds the encryption manifest)")
+    k.add_argument("--version", type=int, help="KEK version to wrap under (default: the current one)")
+    k.set_defaults(func=_cmd_keys_rewrap)
+    rewrap_parser = k
+    k = keys.add_parser("shred", help="destroy one subject's key (crypto-shredding)")
+    k.add_argument("--subject", required=True, help="the subject id (the value of the encrypt stage's subject_column)")
+    k.add_argument("--dataset", help="only this dataset's store (default: every store the spec names)")
+    k.set_defaults(func=_cmd_keys_shred)
+    for p in (rewrap_parser, k):
+        p.add_argument("--spec", help="pipeline.yaml: its key provider and its encrypt stages' subject key stores")
+        p.add_argument("--base-dir", help="resolve the spec's relative paths against this folder")
+        p.add_argument("--path", help="dev keyring file when no --spec is given")
+        p.add_argument("--subject-keys", help="a subject key store file (instead of the spec's)")
+        p.add_argument("--kek-id", help="the KEK of --subject-keys")
 
     k = keys.add_parser("list", help="key ids, versions and fingerprints (never key material)")
     k.add_argument("--path")

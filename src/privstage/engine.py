@@ -93,7 +93,7 @@ class PlanEnv:
 
     @property
     def spec(self) -> PipelineSpec:
-        """The pipeline being planned (stages that resolve paths or state against it)."""
+        """The pipeline being planned (stages resolve their input paths and state directory through it)."""
         return self._spec
 
     def ledger(self) -> BudgetLedger:
@@ -321,6 +321,8 @@ def plan_pipeline(
             options = dict(stage.input.options) if stage.input.stage is None else {}
             if stage.input.stage is not None and stage.input.stage in planned:
                 schema = planned[stage.input.stage].output_schema
+            elif hasattr(module, "read_schema"):  # e.g. decrypt: an input whose footers are encrypted
+                schema = module.read_schema(stage, spark, input_path, keys, env=env)
             else:
                 schema = _read_schema(spark, stage, input_path, fmt, options)
         detail = module.plan(stage, schema, keys, env=env)
@@ -487,10 +489,46 @@ def _run_stage(
     sensitive_out = sensitive | {
         f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()
     }
+    try:
+        _run_stage_io(
+            plan,
+            manifest,
+            spark=spark,
+            run_id=run_id,
+            run_key=run_key,
+            pipeline=pipeline,
+            progress=progress,
+            context=context,
+            sensitive=sensitive,
+            sensitive_out=sensitive_out,
+        )
+    finally:
+        close = getattr(plan.module, "close", None)
+        if close is not None:
+            close(plan.detail)  # per-run resources, e.g. a materialized key directory
+
+
+def _run_stage_io(
+    plan: StagePlan,
+    manifest: StageManifest,
+    *,
+    spark: SparkSession,
+    run_id: str,
+    run_key: str,
+    pipeline: str,
+    progress: _Progress,
+    context: RunContext,
+    sensitive: frozenset[str],
+    sensitive_out: frozenset[str],
+) -> None:
+    stage = plan.spec
+    input_options = dict(plan.input_options)
+    if hasattr(plan.module, "input_options"):  # e.g. decryption settings for an encrypted input
+        input_options.update(plan.module.input_options(plan.detail))
     if plan.reader is not None:
         df_in = plan.reader()
     else:
-        df_in = read_dataset(spark, plan.input_path, plan.input_format, plan.input_options)
+        df_in = read_dataset(spark, plan.input_path, plan.input_format, input_options)
     narrow = getattr(plan.module, "narrow", None)
     if narrow is not None:
         df_in = narrow(df_in, plan.detail)
@@ -522,10 +560,13 @@ def _run_stage(
                 df_out = production.frame
             else:
                 df_out = plan.module.apply(df_in, plan.detail, spark=spark)
-            writer = df_out.write.mode("error")
-            if stage.output.partition_by:
-                writer = writer.partitionBy(*stage.output.partition_by)
-            writer.parquet(staging)
+            if hasattr(plan.module, "write"):  # e.g. encrypt: write options, a manifest beside the files
+                manifest.details.update(plan.module.write(df_out, staging, plan.detail, spark=spark) or {})
+            else:
+                writer = df_out.write.mode("error")
+                if stage.output.partition_by:
+                    writer = writer.partitionBy(*stage.output.partition_by)
+                writer.parquet(staging)
             if production is not None:
                 manifest.details.update(production.details)
                 for name, data in production.files.items():
@@ -534,7 +575,10 @@ def _run_stage(
         _timed(progress, "apply + write", write)
         timings["apply_write_s"] = time.perf_counter() - t0
 
-        staged = spark.read.parquet(staging)
+        if hasattr(plan.module, "read_staged"):  # e.g. file-mode encrypt: read back through the decryption
+            staged = plan.module.read_staged(staging, plan.detail, spark=spark)
+        else:
+            staged = spark.read.parquet(staging)
         out_stats = DataStats(staged)
         t0 = time.perf_counter()
         after = _timed(

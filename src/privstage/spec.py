@@ -20,8 +20,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+# StrictModel and the key-id pattern live in privstage._model so that the config models the spec embeds
+# (privstage.crypto's encryption specs) share them without an import cycle; re-exported here.
+from privstage._model import INLINE_SECRET_FIELDS as INLINE_SECRET_FIELDS
+from privstage._model import KEY_ID_PATTERN, StrictModel
 from privstage.budget.values import Delta, Epsilon, PrivacyBudget
 from privstage.errors import SpecError
 
@@ -34,6 +38,8 @@ __all__ = [
     "DPPartitionSpec",
     "DPQuery",
     "DatasetInput",
+    "DecryptStage",
+    "EncryptStage",
     "EnvKeysSpec",
     "ExpectationSpec",
     "FileKeysSpec",
@@ -60,10 +66,6 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: Field names that would carry key material inline; they are refused with a pointed message.
-INLINE_SECRET_FIELDS = frozenset({"key", "secret", "key_material", "key_value", "password", "hmac_key"})
-
 
 _ID_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
@@ -120,24 +122,6 @@ def validate_key_id(value: str) -> str:
 
 
 KeyId = Annotated[str, Field(description="Id of a key held by the key provider (never the key itself).")]
-
-
-class StrictModel(BaseModel):
-    """Frozen, closed model: unknown keys are errors."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_inline_secrets(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            for name in data:
-                if str(name).lower() in INLINE_SECRET_FIELDS:
-                    raise ValueError(
-                        f"inline key material ('{name}') is not allowed in a spec; "
-                        "store the key with the key provider and reference it with key_id"
-                    )
-        return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,11 +716,86 @@ class HEDecryptStage(HEStageBase):
 
 HE_STAGE_KINDS: tuple[str, ...] = ("he_keygen", "he_encrypt", "he_aggregate", "he_decrypt")
 
+
+# --------------------------------------------------------------------------------------------
+# encrypt / decrypt (the encryption configs are privstage.crypto's models, embedded as they are)
+# --------------------------------------------------------------------------------------------
+from privstage.crypto.envelope import EncryptionSpec, refuse_weak_settings  # noqa: E402  (after StrictModel)
+
+
+class EncryptStage(StageBase):
+    """AES-256-GCM envelope encryption at rest: Parquet Modular Encryption (``mode: file``) or per-value
+    AEAD bound to dataset, column and row key (``mode: field``). Only AES-256-GCM exists; ECB, CBC,
+    GCM-CTR, user IVs and plaintext footers are refused here, before any data is read."""
+
+    kind: Literal["encrypt"]
+    encryption: EncryptionSpec = Field(description="What to encrypt and with which KEK (privstage.crypto config).")
+    subject_keys: str | None = Field(
+        None,
+        description="Field mode with subject_column: the per-subject key store "
+        "(default <state_dir>/subject-keys/<dataset>.json). Never back it up beside the data.",
+    )
+
+    @model_validator(mode="after")
+    def _encrypt_consistent(self) -> EncryptStage:
+        if self.subject_keys is not None and getattr(self.encryption, "subject_column", None) is None:
+            raise ValueError("subject_keys needs encryption.subject_column (per-subject keys)")
+        if self.output.partition_by:
+            raise ValueError("an encrypted output is one directory of files listed in its manifest: no partition_by")
+        return self
+
+    def input_sensitive_columns(self) -> frozenset[str]:
+        return frozenset(self.sensitive_columns) | set(self.encryption.columns)
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(
+            {self.encryption.kek_id, getattr(self.encryption, "footer_kek_id", None) or self.encryption.kek_id}
+        )
+
+
+class DecryptStage(StageBase):
+    """Verify an encrypted dataset against its sealed manifest and decrypt it. Any tampering (a flipped
+    byte, a swapped or moved value, a replaced or deleted file) is an IntegrityError and nothing is
+    written; a shredded subject or a missing key version is KeyUnavailable."""
+
+    kind: Literal["decrypt"]
+    mode: Literal["field", "file"] = Field(description="How the input was encrypted (checked against its manifest).")
+    dataset: str | None = Field(None, description="Expected dataset id of the input's manifest.")
+    algorithm: Literal["AES-256-GCM"] = Field("AES-256-GCM", description="The only algorithm privstage offers.")
+    kek_id: KeyId | None = Field(None, description="Expected KEK id (default: whatever the manifest names).")
+    subject_keys: str | None = Field(
+        None, description="Per-subject key store (default <state_dir>/subject-keys/<dataset>.json)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_weak(cls, data: Any) -> Any:
+        return refuse_weak_settings(data)
+
+    @model_validator(mode="after")
+    def _decrypt_consistent(self) -> DecryptStage:
+        if self.kek_id is not None:
+            validate_key_id(self.kek_id)
+        if self.output.partition_by:
+            raise ValueError("decrypt writes its input's rows as they are: no partition_by")
+        return self
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset({self.kek_id}) if self.kek_id else frozenset()
+
+
 StageSpec = Annotated[
-    PseudonymizeStage | DPAggregateStage | HEKeygenStage | HEEncryptStage | HEAggregateStage | HEDecryptStage,
+    PseudonymizeStage
+    | DPAggregateStage
+    | EncryptStage
+    | DecryptStage
+    | HEKeygenStage
+    | HEEncryptStage
+    | HEAggregateStage
+    | HEDecryptStage,
     Field(discriminator="kind"),
 ]
-STAGE_KINDS: tuple[str, ...] = ("pseudonymize", "dp_aggregate", *HE_STAGE_KINDS)
+STAGE_KINDS: tuple[str, ...] = ("pseudonymize", "dp_aggregate", "encrypt", "decrypt", *HE_STAGE_KINDS)
 
 
 def stage_inputs(stage: StageSpec) -> tuple[DatasetInput, ...]:
@@ -878,6 +937,8 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
             and (isinstance(loc[i - 1], int) or loc[i - 1] in ("keys", "params"))
         ):
             continue
+        if i > 0 and item in ("field", "file") and loc[i - 1] == "encryption":
+            continue  # the tag of the embedded encryption config's union
         parts.append(("." if parts else "") + str(item))
         clean.append(item)
     return "".join(parts) or "<root>", tuple(clean)

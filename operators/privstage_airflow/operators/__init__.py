@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
+from privstage_airflow.operators.encryption import DecryptOperator, EncryptOperator
 from privstage_airflow.operators.he import (
     HEAggregateOperator,
     HEDecryptOperator,
@@ -21,6 +22,8 @@ from privstage_airflow.operators.pipeline import (
 
 __all__ = [
     "DPAggregateOperator",
+    "DecryptOperator",
+    "EncryptOperator",
     "HEAggregateOperator",
     "HEDecryptOperator",
     "HEEncryptOperator",

@@ -32,9 +32,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
+from privstage._model import KEY_ID_PATTERN, StrictModel
 from privstage.errors import IntegrityError, SpecError
 from privstage.keys.base import Key, KeyProvider
-from privstage.spec import KEY_ID_PATTERN, StrictModel
 
 __all__ = [
     "ALGORITHM",
@@ -53,6 +53,7 @@ __all__ = [
     "new_dek",
     "parse_encryption_spec",
     "read_manifest",
+    "refuse_weak_settings",
     "rewrap",
     "seal_manifest",
     "unwrap_dek",
@@ -83,7 +84,8 @@ _REFUSED_FIELDS = {
 }
 
 
-def _refuse_weak(data: Any) -> Any:
+def refuse_weak_settings(data: Any) -> Any:
+    """Refuse ECB / CBC / CTR algorithms, user IVs or nonces and plaintext footers (a ValueError naming why)."""
     if not isinstance(data, Mapping):
         return data
     for name, value in data.items():
@@ -108,7 +110,7 @@ class _EncryptionBase(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_weak_settings(cls, data: Any) -> Any:
-        return _refuse_weak(data)
+        return refuse_weak_settings(data)
 
     @model_validator(mode="after")
     def _check(self) -> _EncryptionBase:

@@ -127,6 +127,21 @@ class KeyDirectory:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    @classmethod
+    @contextmanager
+    def for_provider(cls, keys: KeyProvider, key_ids: Iterable[str]) -> Iterator[KeyDirectory]:
+        """The provider's own directory when it is a :class:`~privstage.keys.FileKeyProvider` (a mounted
+        Secret: nothing copied), else a :meth:`materialized` one for the duration of the block."""
+        from privstage.keys.files import FileKeyProvider
+
+        if isinstance(keys, FileKeyProvider):
+            for key_id in sorted(set(key_ids)):
+                keys.get(key_id)  # fail closed: KeyUnavailable before Spark touches a file
+            yield cls.mounted(keys.directory)
+            return
+        with cls.materialized(keys, key_ids) as directory:
+            yield directory
+
     def describe(self) -> str:
         return f"key directory {self.path}" + (" (per-run)" if self.owned else "")
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from privstage.crypto.envelope import EncryptionManifest, read_manifest, verify_files
 from privstage.errors import IntegrityError, KeyUnavailable, SpecError
 from privstage.guards.base import GuardContext, GuardOutcome
 from privstage.keys.base import KeyProvider
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
 
 __all__ = ["CiphertextWellFormedGuard", "DecryptReadyGuard", "FilesMatchManifestGuard", "NoPlaintextInOutputGuard"]
 
@@ -70,15 +74,32 @@ class NoPlaintextInOutputGuard:
         from pyspark.sql import functions as F
 
         assert ctx.input_data is not None, "NoPlaintextInOutputGuard is an after-guard"
-        out = []
-        for name in self.columns:
-            raw = ctx.input_data.select(F.col(name).cast("string").cast("binary").alias("v")).where("v IS NOT NULL")
-            produced = ctx.data.select(F.col(name).cast("binary").alias("v"))
-            leaked = produced.join(raw.distinct(), "v", "left_semi").count()
-            out.append(
-                GuardOutcome(self.name, "no_plaintext_in_output", leaked == 0, column=name, details={"leaked": leaked})
+
+        def stacked(df: DataFrame, binary: bool) -> DataFrame:
+            # (column index, value as bytes) for every encrypted column: one scan per side, one join in all.
+            pairs = [
+                F.struct(
+                    F.lit(i).alias("c"),
+                    (F.col(n).cast("binary") if binary else F.col(n).cast("string").cast("binary")).alias("v"),
+                )
+                for i, n in enumerate(self.columns)
+            ]
+            return df.select(F.explode(F.array(*pairs)).alias("p")).select("p.c", "p.v").where("v IS NOT NULL")
+
+        raw = stacked(ctx.input_data, binary=False).distinct()
+        produced = stacked(ctx.data, binary=True)
+        rows = produced.join(raw, ["c", "v"], "left_semi").groupBy("c").count().collect()  # aggregates only
+        leaked = {int(r["c"]): int(r["count"]) for r in rows}
+        return [
+            GuardOutcome(
+                self.name,
+                "no_plaintext_in_output",
+                leaked.get(i, 0) == 0,
+                column=n,
+                details={"leaked": leaked.get(i, 0)},
             )
-        return out
+            for i, n in enumerate(self.columns)
+        ]
 
 
 @dataclass(frozen=True)

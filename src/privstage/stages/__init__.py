@@ -13,6 +13,19 @@ returning ``(description, reader)``: a text naming what it reads (for the plan a
 zero-argument callable returning the lazy DataFrame its pre-guards and ``produce`` receive (the engine
 takes its schema at plan time and calls it again at run time; it must not collect data). Such stages
 usually ``produce`` from what they read themselves.
+Optional I/O hooks, for stages whose stored form differs from what Spark reads and writes by default
+(``encrypt`` / ``decrypt``); a stage without them is read and written as plain Parquet:
+
+* ``read_schema(stage, spark, path, keys, env=)``: the input's schema at planning, when a plain read cannot
+  see it (an encrypted Parquet footer).
+* ``input_options(plan) -> dict``: extra reader options for the stage's input at run time (decryption
+  settings; never key material).
+* ``write(df, staging, plan, spark=) -> dict | None``: write the staged output instead of the engine's
+  ``df.write.parquet(staging)`` (write options, extra files such as a manifest beside the data, error
+  translation); the returned dict is merged into the stage's report details.
+* ``read_staged(staging, plan, spark=)``: read the staged output back for the post-guards.
+* ``close(plan)``: release per-run resources (a materialized key directory) after the stage, whether it
+  succeeded or failed.
 """
 
 from __future__ import annotations
@@ -31,6 +44,8 @@ STAGE_MODULES: dict[str, str] = {
     "he_encrypt": "privstage.stages.he_encrypt",
     "he_aggregate": "privstage.stages.he_aggregate",
     "he_decrypt": "privstage.stages.he_decrypt",
+    "encrypt": "privstage.stages.encrypt",
+    "decrypt": "privstage.stages.decrypt",
 }
 
 
