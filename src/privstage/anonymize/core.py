@@ -55,7 +55,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from privstage.keys.base import KeyProvider
 
-__all__ = ["AnonymityNotAchievable", "AnonymizationReport", "AnonymizationResult", "anonymize", "check_schema"]
+__all__ = [
+    "AnonymityNotAchievable",
+    "AnonymizationReport",
+    "AnonymizationResult",
+    "anonymize",
+    "check_schema",
+    "release_schema",
+]
 
 
 class AnonymityNotAchievable(GuardFailed):
@@ -153,6 +160,33 @@ def check_schema(config: AnonymizeConfig, schema: StructType, *, stage: str | No
     return unlisted
 
 
+def _qi_specs(config: AnonymizeConfig) -> list[QISpec]:
+    return [
+        QISpec(name=r.column, low=r.level_range[0], high=r.level_range[1], top=r.hierarchy.levels - 1)
+        for r in config.quasi_identifiers
+    ]
+
+
+def release_schema(config: AnonymizeConfig, schema: StructType, *, spark: SparkSession) -> StructType:
+    """The schema of the release of an input with ``schema``, without reading data or keys.
+
+    The release projection is built over an empty frame of that schema: keyed columns get stand-ins of
+    their types (pseudonyms are text, date shifts whole days) and every quasi-identifier its lowest
+    allowed level (every level's label is text, so the level chosen later does not change the type).
+    """
+    from pyspark.sql import functions as F
+
+    unlisted = check_schema(config, schema)
+    qis = _qi_specs(config)
+    prepared = _prepare(spark.createDataFrame([], schema), config, qis)
+    stand_ins = {r.column: F.lit(None).cast("string") for r in config.columns if isinstance(r, PseudonymizeRule)}
+    shifts = [r for r in config.columns if isinstance(r, DateShiftRule)]
+    stand_ins.update({shift_column(i): F.lit(0).cast("int") for i in range(len(shifts))})
+    stand_ins.update({f"__g{i}": F.col(q.label_column(i, q.low)) for i, q in enumerate(qis)})
+    chosen = prepared.withColumns(stand_ins)
+    return chosen.select(*_outputs(chosen, prepared.select(*schema.fieldNames()), config, qis, unlisted)).schema
+
+
 def _prepare(df: DataFrame, config: AnonymizeConfig, qis: list[QISpec]) -> DataFrame:
     """``df`` plus the label columns of every allowed level of every QI and the null flag.
 
@@ -210,10 +244,7 @@ def anonymize(
     unlisted = check_schema(config, df.schema, stage=stage)
     resolved = resolve_keys(config, keys, stage=stage)
     model = _model_name(config)
-    qis = [
-        QISpec(name=r.column, low=r.level_range[0], high=r.level_range[1], top=r.hierarchy.levels - 1)
-        for r in config.quasi_identifiers
-    ]
+    qis = _qi_specs(config)
     sensitive = config.sensitive
     prepared = _prepare(df, config, qis)
 

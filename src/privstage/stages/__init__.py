@@ -20,6 +20,7 @@ __all__ = ["STAGE_MODULES", "stage_module"]
 STAGE_MODULES: dict[str, str] = {
     "pseudonymize": "privstage.stages.pseudonymize",
     "dp_aggregate": "privstage.stages.dp_aggregate",
+    "anonymize": "privstage.stages.anonymize",
 }
 
 
