@@ -87,7 +87,13 @@ def space(tmp_path_factory, spark) -> Space:
 
 @pytest.fixture(scope="module")
 def run(space, spark):
-    spec = space.spec(stage_yaml(extra_rules=EMAIL_DROPPED))
+    expectations = """\
+    expect_after:
+      - {type: expect_k_anonymity, kwargs: {quasi_identifiers: [age_band, zip3, sex, visit_month], k: 5}}
+      - {type: expect_l_diversity, kwargs: {quasi_identifiers: [age_band, zip3], sensitive: diagnosis_code, l: 2}}
+      - {type: expect_no_plaintext_pii, kwargs: {columns: [patient_id, diagnosis_code]}}
+"""
+    spec = space.spec(stage_yaml(extra_rules=EMAIL_DROPPED).replace("    columns:\n", expectations + "    columns:\n"))
     report = space.root / "report.json"
     manifest = run_pipeline(spec, spark=spark, report_path=report, progress=False)
     out = spark.read.parquet(str(space.root / "out/release")).toPandas()
@@ -147,7 +153,9 @@ def test_release_meets_k_and_l_by_an_independent_group_by(run):
 def test_after_guards_ran_on_the_staged_output_and_passed(run):
     manifest, _, _ = run
     (stage,) = manifest.stages
-    after = {(o.check, o.column): o for g in stage.guards if g.phase == "after" for o in g.outcomes}
+    after = {
+        (o.check, o.column): o for g in stage.guards if g.phase == "after" for o in g.outcomes if o.guard == "anonymize"
+    }
     k_outcome = after[("expect_k_anonymity", None)]
     assert (
         k_outcome.success
@@ -156,6 +164,13 @@ def test_after_guards_ran_on_the_staged_output_and_passed(run):
     assert after[("expect_l_diversity", "diagnosis_code")].success
     pii_checked = {c for (check, c) in after if check == "expect_no_plaintext_pii"}
     assert pii_checked == {"patient_id", "diagnosis_code"}  # every released text column but the QI labels
+    gx = [o for g in stage.guards for o in g.outcomes if o.guard == "expect_after"]
+    assert [(o.check, o.success) for o in gx] == [
+        ("expect_k_anonymity", True),
+        ("expect_l_diversity", True),
+        ("expect_no_plaintext_pii", True),
+    ]
+    assert gx[0].details["unexpected_count"] == 0 and gx[2].details["unexpected_count"] == 0
 
 
 def test_report_holds_risk_and_levels_but_no_raw_value(run, space):
