@@ -17,7 +17,13 @@ from typing import Any
 import jsonschema
 import privstage_airflow
 import pytest
-from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PrivstageHook, PseudonymizeOperator
+from privstage_airflow import (
+    AnonymizeOperator,
+    DPAggregateOperator,
+    PrivacyPipelineOperator,
+    PrivstageHook,
+    PseudonymizeOperator,
+)
 from privstage_airflow._compat import AirflowFailException
 from privstage_airflow._errors import translate_errors
 from privstage_airflow.get_provider_info import get_provider_info
@@ -113,6 +119,7 @@ def test_provider_info_and_package_import_without_spark_or_great_expectations() 
 # ---------------------------------------------------------------------------------------------
 def test_public_api_is_exactly_the_intended_names() -> None:
     assert sorted(privstage_airflow.__all__) == [
+        "AnonymizeOperator",
         "DPAggregateOperator",
         "PrivacyPipelineOperator",
         "PrivstageHook",
@@ -133,6 +140,7 @@ def test_public_api_is_exactly_the_intended_names() -> None:
         (PrivacyPipelineOperator, ("spec_path", "stages", "base_dir", "report_path", "partition")),
         (PseudonymizeOperator, ("input_path", "output_path", "key_id", "base_dir", "report_path", "partition")),
         (DPAggregateOperator, ("spec_path", "stage", "partition", "base_dir", "report_path")),
+        (AnonymizeOperator, ("spec_path", "stage", "base_dir", "report_path", "partition")),
     ],
 )
 def test_template_fields(operator: type, fields: tuple[str, ...]) -> None:

@@ -41,7 +41,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "privstage",
-                "python-modules": ["privstage_airflow.operators.pipeline", "privstage_airflow.operators.dp_aggregate"],
+                "python-modules": [
+                    "privstage_airflow.operators.pipeline",
+                    "privstage_airflow.operators.dp_aggregate",
+                    "privstage_airflow.operators.anonymize",
+                ],
             }
         ],
         "hooks": [{"integration-name": "privstage", "python-modules": ["privstage_airflow.hooks.privstage"]}],
