@@ -227,6 +227,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     dataset = args.dataset if "://" in args.dataset else str(Path(args.dataset).resolve())
     if "://" not in dataset and not Path(dataset).exists():
         raise SpecError(f"dataset {dataset} does not exist")
+    target = Path(args.write_spec) if args.write_spec else None
+    if target is not None and target.exists() and not args.force:
+        raise SpecError(f"{target} exists; pass --force to replace it")
     spark = get_session()
     try:
         df = read_dataset(spark, dataset, args.format, dict(args.option or ()))
@@ -245,7 +248,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         for c in report.columns:
             hint = f"  (name suggests {c.name_hint})" if c.name_hint and c.name_hint != c.kind else ""
             print(f"  {c.column:<24} {c.data_type:<12} {c.kind:<15} {c.confidence:.2f}{hint}")
-    if args.write_spec:
+    if target is not None:
         try:
             config = suggest_config(
                 report,
@@ -259,9 +262,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise SpecError(f"cannot suggest an anonymization spec: {exc}") from None
-        target = Path(args.write_spec)
-        if target.exists() and not args.force:
-            raise SpecError(f"{target} exists; pass --force to replace it")
+        assert target is not None
         target.write_text(_scan_spec_text(args, dataset, config, report.rows_sampled), encoding="utf-8")
         print(f"wrote a starting anonymize spec to {target} (review it before use)", file=sys.stderr)
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from privstage.anonymize.config import (
     AgeHierarchy,
@@ -29,7 +29,7 @@ from privstage.anonymize.config import (
     TopBottomCodeRule,
 )
 from privstage.anonymize.hierarchy import base_value, labels, level_labels
-from privstage.anonymize.risk import RiskReport, measure_risk
+from privstage.anonymize.risk import RiskReport, measure_risk, risk_of_classes
 from privstage.anonymize.search import (
     COUNT_COL,
     NULL_COL,
@@ -219,6 +219,7 @@ def anonymize(
     spark: SparkSession,
     keys: KeyProvider | None = None,
     stage: str = "anonymize",
+    measure: Literal["release", "classes"] = "release",
 ) -> AnonymizationResult:
     """Anonymize ``df``: transform every column by its rule and enforce the privacy model.
 
@@ -228,6 +229,9 @@ def anonymize(
         spark: the session (for the small node and key relations).
         keys: key provider for pseudonym and date-shift keys.
         stage: stage name for messages.
+        measure: where the risk report is measured: on the ``release`` itself (one more pass over the rows), or
+            on the chosen node's kept ``classes`` in the small count table (exactly the release's classes; for
+            callers that verify the written release themselves, as the ``anonymize`` stage's guards do).
 
     Returns:
         The release (lazy) and its report, measured on the release.
@@ -323,7 +327,11 @@ def anonymize(
         release = kept.select(*_outputs(kept, df, config, qis, unlisted))
 
         qi_out = [r.output_column or r.column for r in config.quasi_identifiers]
-        risk = measure_risk(release, qi_out, sensitive)
+        if measure == "release":
+            risk = measure_risk(release, qi_out, sensitive)
+        else:
+            kept_classes = classes.where(~fail).withColumnRenamed("d", "l") if sensitive else classes.where(~fail)
+            risk = risk_of_classes(kept_classes, has_l=sensitive is not None)
     finally:
         counted.unpersist()
 
