@@ -25,15 +25,17 @@ REFERENCE = "2025-01-01"
 def stage_yaml(
     *, k: int = 5, l: int | None = 2, unlisted: str = "error", extra_rules: str = "", qi_max: str = "",  # noqa: E741
     output: str = "out/release", max_suppression: float = 0.02, key_id: str = "pseudonym-key",
+    data: str = "data/visits", null_policy: str = "top",
 ) -> str:  # fmt: skip
     return f"""\
   - name: research
     kind: anonymize
-    input: {{path: data/visits}}
+    input: {{path: {data}}}
     output: {{path: {output}}}
     k: {k}
     l: {"null" if l is None else l}
     max_suppression: {max_suppression}
+    null_policy: {null_policy}
     unlisted: {unlisted}
     columns:
       - {{column: patient_id, action: pseudonymize, key_id: {key_id}}}
@@ -65,6 +67,8 @@ class Space:
         LocalKeyring.init(self.keyring, ("pseudonym-key",), warn=False)
         self.visits = generate_clinic_visits_pandas(ROWS)
         spark.createDataFrame(self.visits, CLINIC_VISITS_SCHEMA).coalesce(1).write.parquet(str(root / "data/visits"))
+        no_zip = self.visits.head(60).assign(zip_code=None)  # an all-null quasi-identifier column
+        spark.createDataFrame(no_zip, CLINIC_VISITS_SCHEMA).coalesce(1).write.parquet(str(root / "data/no_zip"))
 
     def spec(self, stages: str, file: str = "pipeline.yaml"):
         text = f"name: anon\nkeys: {{provider: local, path: {self.keyring}}}\nstages:\n{stages}"
@@ -228,6 +232,16 @@ def test_unachievable_model_names_model_and_best_k_and_writes_nothing(space, spa
     assert err.value.best_k < k and err.value.stage == "research"
     assert not (space.root / rel).exists()
     assert not space.leftovers(rel)
+
+
+def test_an_all_null_quasi_identifier_under_null_policy_error_is_refused_and_nothing_is_written(space, spark):
+    rel = "out/no_zip"
+    spec = space.spec(stage_yaml(data="data/no_zip", null_policy="error", extra_rules=EMAIL_DROPPED, output=rel))
+    with pytest.raises(AnonymityNotAchievable) as err:
+        run_pipeline(spec, spark=spark, progress=False)
+    assert "zip_code" in str(err.value) and "null_policy is 'error'" in str(err.value)
+    assert err.value.stage == "research"
+    assert not (space.root / rel).exists() and not space.leftovers(rel)
 
 
 def test_a_kept_column_holding_emails_is_blocked_by_the_no_pii_guard(space, spark):
