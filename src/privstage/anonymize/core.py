@@ -286,7 +286,9 @@ def anonymize(
                 stage=stage,
                 best_k=total_rows,
             )
-        base = counted.where(~F.col(NULL_COL)).drop(NULL_COL)
+        # The count table is small: a few partitions of it (not spark.sql.shuffle.partitions, 200 by default) keep
+        # the search and the class jobs below from running hundreds of near-empty tasks each.
+        base = counted.where(~F.col(NULL_COL)).drop(NULL_COL).coalesce(max(1, -(-base_rows // 1_000_000)))
         result = lattice_search(
             base, qis, spark=spark, k=config.k, l=config.l, budget=budget, total_rows=total_rows,
             null_suppressed=null_rows, base_rows=base_rows, has_sensitive=sensitive is not None,
