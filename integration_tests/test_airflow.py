@@ -284,6 +284,20 @@ def test_clinic_visits_dag_writes_the_pseudonyms_the_engine_writes_then_the_mont
         release["release_sha256"],
     )
 
+    # pseudonymize >> research release: the XCom says what the release cost, without a value.
+    _, research_manifest = xcom_manifest(dag_run, "anonymize_research")
+    summary = research_manifest["anonymization"]
+    assert summary["model"] == "5-anonymity with distinct 2-diversity on 'diagnosis_code'"
+    assert summary["smallest_class"] >= 5 and summary["smallest_l"] >= 2
+    assert summary["rows_in"] == N_ROWS and summary["rows_out"] == N_ROWS - summary["suppressed_rows"]
+    (research_stage,) = research_manifest["stages"]
+    checks = {o["check"]: o["success"] for g in research_stage["guards"] for o in g["outcomes"]}
+    assert checks["expect_k_anonymity"] and checks["expect_l_diversity"] and checks["expect_no_plaintext_pii"]
+    released = spark.read.parquet(summary["output"])
+    assert released.count() == summary["rows_out"]
+    assert released.groupBy("age_band", "zip3", "sex", "visit_month").count().agg({"count": "min"}).first()[0] >= 5
+    assert CANARY_SSN not in json.dumps(research_manifest)
+
 
 def test_pseudonymize_operator_matches_the_spec_driven_pipeline(
     airflow_dags: dict[str, DAG], spark: Any, tmp_path: Path

@@ -84,6 +84,8 @@ def _rows(spark: Any, path: Path) -> list[tuple[Any, ...]]:
 # --------------------------------------------------------------------------------------------- (a)
 CLINIC_PARTITION = "2025-12-01"  # the monthly DP asset's partition key: December 2025
 CLINIC_LEDGER_KEY = "clinic_visits/dp_visits_monthly/clinic_visits/2025/2025-12"
+#: The research release's asset checks: its privacy model, then its expect_after suite.
+ANONYMIZE_CHECKS = ("k_anonymity", "l_diversity", "no_plaintext_pii", "expect_after")
 
 
 @pytest.mark.slow
@@ -126,6 +128,8 @@ def test_clinic_visits_materializes_through_its_definitions_like_the_engine_run_
         ("pseudonymize_visits", "expect_before", True),
         ("encrypt_visits", "builtin_before", True),
         ("encrypt_visits", "builtin_after", True),
+    } | {
+        ("anonymize_research", name, True) for name in ANONYMIZE_CHECKS
     }
     events = {e.asset_key.path[-1]: e for e in result.get_asset_materialization_events()}
     metadata = {k: v.value for k, v in events["pseudonymize_visits"].materialization.metadata.items()}
@@ -150,6 +154,23 @@ def test_clinic_visits_materializes_through_its_definitions_like_the_engine_run_
     with BudgetLedger(f"sqlite:///{via_dagster / '.privstage' / 'ledger.db'}") as ledger:
         (spend,) = ledger.spends()
     assert (str(spend.key), spend.state, spend.release_sha256) == (CLINIC_LEDGER_KEY, "committed", dp["release_sha256"])
+
+    # The research release: its asset checks are the k / l / no-PII guards, computed on the staged release.
+    evaluations = {
+        e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path[-1] == "anonymize_research"
+    }
+    k_check = {k: v.value for k, v in evaluations["k_anonymity"].metadata.items()}
+    (k_outcome,) = k_check["outcomes"]
+    assert k_outcome["check"] == "expect_k_anonymity" and k_outcome["smallest_class"] >= 5
+    assert k_outcome["rows_in_small_classes"] == 0
+    (l_outcome,) = {k: v.value for k, v in evaluations["l_diversity"].metadata.items()}["outcomes"]
+    assert l_outcome["smallest_l"] >= 2
+    research = {k: v.value for k, v in events["anonymize_research"].materialization.metadata.items()}
+    assert research["smallest_class"] == k_outcome["smallest_class"] and research["smallest_l"] >= 2
+    assert set(research["generalization_levels"]) == {"date_of_birth", "zip_code", "sex", "visit_date"}
+    release = spark.read.parquet(str(via_dagster / "output" / "research_release"))
+    assert release.columns == ["patient_id", "age_band", "zip3", "sex", "visit_month", "diagnosis_code"]
+    assert release.groupBy("age_band", "zip3", "sex", "visit_month").count().agg({"count": "min"}).first()[0] >= 5
 
 
 # --------------------------------------------------------------------------------------------- (b)

@@ -18,6 +18,7 @@ import jsonschema
 import privstage_airflow
 import pytest
 from privstage_airflow import (
+    AnonymizeOperator,
     DecryptOperator,
     DPAggregateOperator,
     EncryptOperator,
@@ -124,6 +125,7 @@ def test_provider_info_and_package_import_without_spark_or_great_expectations() 
 # ---------------------------------------------------------------------------------------------
 def test_public_api_is_exactly_the_intended_names() -> None:
     assert sorted(privstage_airflow.__all__) == [
+        "AnonymizeOperator",
         "DPAggregateOperator",
         "DecryptOperator",
         "EncryptOperator",
@@ -157,6 +159,7 @@ def test_public_api_is_exactly_the_intended_names() -> None:
         (HEDecryptOperator, ("spec_path", "stage", "base_dir", "report_path")),
         (EncryptOperator, ("spec_path", "stage", "base_dir", "report_path", "partition")),
         (DecryptOperator, ("spec_path", "stage", "base_dir", "report_path", "partition")),
+        (AnonymizeOperator, ("spec_path", "stage", "base_dir", "report_path", "partition")),
     ],
 )
 def test_template_fields(operator: type, fields: tuple[str, ...]) -> None:

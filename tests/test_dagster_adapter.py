@@ -81,7 +81,7 @@ def test_loading_definitions_starts_neither_spark_nor_great_expectations() -> No
         "import runpy, sys\n"
         f"defs = runpy.run_path({str(defs_file)!r})['defs']\n"
         "keys = sorted(k.to_user_string() for k in defs.resolve_all_asset_keys())\n"
-        "assert keys == ['dp_visits_monthly', 'encrypt_visits', 'pseudonymize_visits'], keys\n"
+        "assert keys == ['anonymize_research', 'dp_visits_monthly', 'encrypt_visits', 'pseudonymize_visits'], keys\n"
         "print(sorted(m for m in ('pyspark', 'great_expectations', 'py4j') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from privstage.budget import PrivacyBudget
 from privstage.errors import SpecError
 from privstage.spec import (
+    AnonymizeStage,
     DPAggregateStage,
     LocalKeyringSpec,
     PipelineSpec,
@@ -86,7 +87,7 @@ def test_clinic_visits_example_parses(tmp_path: Path) -> None:
 
     assert spec.name == "clinic_visits"
     assert isinstance(spec.keys, LocalKeyringSpec)
-    stage, dp, encrypted = spec.stages
+    stage, dp, research, encrypted = spec.stages
     assert (encrypted.kind, encrypted.encryption.mode, encrypted.encryption.subject_column) == (
         "encrypt",
         "field",
@@ -121,6 +122,17 @@ def test_clinic_visits_example_parses(tmp_path: Path) -> None:
     assert [(q.name, q.type) for q in dp.queries] == [("visits", "count"), ("mean_cost", "mean")]
     assert dp.total_budget() == PrivacyBudget("0.5") and dp.budget.total.budget == PrivacyBudget(6, "1e-6")
     assert dp.budget.period == "{year}" and dp.partition is not None and dp.partition.granularity == "month"
+
+    # The research release: k >= 5, l >= 2 on the diagnosis, over the pseudonymized visits; nothing else released.
+    assert isinstance(research, AnonymizeStage)
+    assert (research.input.stage, research.k, research.l, research.sensitive) == (
+        "pseudonymize_visits",
+        5,
+        2,
+        "diagnosis_code",
+    )
+    assert [r.output_column for r in research.quasi_identifiers] == ["age_band", "zip3", None, "visit_month"]
+    assert research.unlisted == "error"
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ Each stage asset declares up to four checks, one per guard family and phase:
 ``expect_after``    the stage's ``expect_after`` suite (declared if non-empty)
 ==================  ===========================================================================
 
+An ``anonymize`` stage's built-in after-guards are its privacy model, so its asset declares them as
+checks of their own instead of ``builtin_after``: ``k_anonymity``, ``l_diversity`` (when the stage
+declares ``l``) and ``no_plaintext_pii``, each computed on the staged release before it is committed.
+
 The checks are *blocking*, but the engine is what blocks: it runs the guards, and a failing
 blocking guard stops the stage before its output is committed. The results here report what the
 engine decided. Check metadata holds counts, check names and column names only: guard outcomes
@@ -32,20 +36,36 @@ CHECK_DESCRIPTIONS: Mapping[str, str] = {
     "builtin_before": "privstage built-in guards on the stage input.",
     "expect_before": "The stage's expect_before Great Expectations suite, on the stage input.",
     "builtin_after": "privstage built-in guards on the staged output, before it is committed.",
+    "k_anonymity": "Every combination of the quasi-identifiers occurs at least k times in the staged release.",
+    "l_diversity": "Every class of the staged release holds at least l distinct sensitive values.",
+    "no_plaintext_pii": "No released text value has the shape of a direct identifier (e-mail, SSN, card, ...).",
     "expect_after": "The stage's expect_after Great Expectations suite, on the staged output.",
+}
+#: The anonymize stage's built-in guards (guard name 'anonymize'), by outcome check name.
+_ANONYMITY_CHECKS: Mapping[str, str] = {
+    "expect_k_anonymity": "k_anonymity",
+    "expect_l_diversity": "l_diversity",
+    "expect_no_plaintext_pii": "no_plaintext_pii",
 }
 
 
-def _check_name(guard: str, phase: str) -> str:
+def _check_name(guard: str, phase: str, check: str = "") -> str:
     # The engine names the guard running a stage's suite 'expect_<phase>'; every other guard is built in.
-    return f"expect_{phase}" if guard == f"expect_{phase}" else f"builtin_{phase}"
+    if guard == f"expect_{phase}":
+        return guard
+    if guard == "anonymize" and check in _ANONYMITY_CHECKS:
+        return _ANONYMITY_CHECKS[check]
+    return f"builtin_{phase}"
 
 
 def check_specs_for_stage(stage: StageSpec, asset_key: AssetKey) -> list[AssetCheckSpec]:
     """The blocking checks a stage asset declares."""
     names: list[str] = []
     for phase, expectations in (("before", stage.expect_before), ("after", stage.expect_after)):
-        names.append(f"builtin_{phase}")
+        if stage.kind == "anonymize" and phase == "after":
+            names += ["k_anonymity", *(["l_diversity"] if getattr(stage, "l", None) else []), "no_plaintext_pii"]
+        elif stage.kind != "anonymize":  # the anonymize stage has no built-in before-guards
+            names.append(f"builtin_{phase}")
         if expectations:
             names.append(f"expect_{phase}")
     return [
@@ -82,7 +102,7 @@ def check_results_from_guards(
     grouped: dict[str, list[Mapping[str, Any]]] = {}
     for report in reports:
         for outcome in report["outcomes"]:
-            grouped.setdefault(_check_name(outcome["guard"], report["phase"]), []).append(outcome)
+            grouped.setdefault(_check_name(outcome["guard"], report["phase"], outcome["check"]), []).append(outcome)
 
     results = []
     for name in CHECK_DESCRIPTIONS:  # declaration order

@@ -41,6 +41,7 @@ from privstage_dagster.checks import check_results_from_guards, check_specs_for_
 from privstage_dagster.resources import BudgetLedgerResource, KeyProviderResource, SparkResource
 
 __all__ = [
+    "anonymization_metadata",
     "build_privstage_assets",
     "dp_release_metadata",
     "encryption_metadata",
@@ -84,6 +85,7 @@ def materialization_metadata(manifest: Mapping[str, Any], stage: str) -> dict[st
     metadata.update(dp_release_metadata(entry))
     metadata.update(he_metadata(entry))
     metadata.update(encryption_metadata(entry))
+    metadata.update(anonymization_metadata(entry))
     return metadata
 
 
@@ -109,6 +111,27 @@ def encryption_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
         "privstage/kek_version": summary["kek_version"],
         "privstage/encrypted_columns": summary["columns"],
         "privstage/files": summary["files"],
+    }
+
+
+def anonymization_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An anonymize stage's release as asset metadata (empty for other stages): model, levels, class sizes.
+
+    Counts, shares and generalization levels only; never a value.
+    """
+    anon = (entry.get("details") or {}).get("anonymize")
+    if entry.get("kind") != "anonymize" or not anon:
+        return {}
+    risk = anon.get("risk") or {}
+    return {
+        "privstage/anonymity_model": anon.get("model"),
+        "generalization_levels": anon.get("levels"),
+        "smallest_class": risk.get("min_class_size"),
+        "smallest_l": risk.get("min_l"),
+        "classes": risk.get("classes"),
+        "suppressed_rows": anon.get("suppressed_rows"),
+        "prosecutor_risk_max": risk.get("prosecutor_risk_max"),
+        "discernibility": anon.get("discernibility"),
     }
 
 

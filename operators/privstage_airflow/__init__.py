@@ -2,15 +2,16 @@
 
 Public API::
 
-    from privstage_airflow import DPAggregateOperator, PrivacyPipelineOperator, PseudonymizeOperator, PrivstageHook
+    from privstage_airflow import AnonymizeOperator, DPAggregateOperator, PrivacyPipelineOperator, PrivstageHook
     from privstage_airflow import HEKeygenOperator, HEEncryptOperator, HEAggregateOperator, HEDecryptOperator
-    from privstage_airflow import EncryptOperator, DecryptOperator
+    from privstage_airflow import EncryptOperator, DecryptOperator, PseudonymizeOperator
 
 Operators are thin: they build a :class:`privstage.spec.PipelineSpec`, call
 :func:`privstage.engine.run_pipeline` and translate errors (spec, guard, budget, integrity and HE
 parameter failures fail the task without retries). The run manifest is the task's XCom.
 :class:`DPAggregateOperator` publishes one differentially private release per partition; its ledger
-key, not the attempt, identifies the release, so retries and re-runs spend once.
+key, not the attempt, identifies the release, so retries and re-runs spend once. :class:`AnonymizeOperator`
+runs one ``anonymize`` stage; its XCom adds an anonymization summary (levels, class sizes; no value).
 
 Names are imported on first access. Airflow imports ``privstage_airflow.get_provider_info`` (and
 with it this package) whenever it lists providers; an eager import of the operators here would make
@@ -26,6 +27,7 @@ from privstage.__about__ import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from privstage_airflow.hooks.privstage import PrivstageHook
+    from privstage_airflow.operators.anonymize import AnonymizeOperator
     from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
     from privstage_airflow.operators.encryption import DecryptOperator, EncryptOperator
     from privstage_airflow.operators.he import (
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
 
 __all__ = [
+    "AnonymizeOperator",
     "DPAggregateOperator",
     "DecryptOperator",
     "EncryptOperator",
@@ -58,6 +61,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AnonymizeOperator": "privstage_airflow.operators.anonymize",
     "DPAggregateOperator": "privstage_airflow.operators.dp_aggregate",
     "HEAggregateOperator": "privstage_airflow.operators.he",
     "HEDecryptOperator": "privstage_airflow.operators.he",

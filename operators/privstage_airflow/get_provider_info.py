@@ -46,6 +46,7 @@ def get_provider_info() -> dict[str, Any]:
                     "privstage_airflow.operators.dp_aggregate",
                     "privstage_airflow.operators.he",
                     "privstage_airflow.operators.encryption",
+                    "privstage_airflow.operators.anonymize",
                 ],
             }
         ],

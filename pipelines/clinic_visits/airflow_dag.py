@@ -1,5 +1,6 @@
-"""Airflow 3 DAG for the clinic_visits pipeline: pseudonymize the visits, then publish the month's DP release;
-beside them, keep the raw visits encrypted at rest (``encrypt_visits``: per-value AEAD, per-patient keys).
+"""Airflow 3 DAG for the clinic_visits pipeline: pseudonymize the visits, then publish the month's DP release
+and the k-anonymous research release; beside them, keep the raw visits encrypted at rest (``encrypt_visits``:
+per-value AEAD, per-patient keys).
 
 Put this file (or a symlink to it) in the DAGs folder; the spec is found next to the real file.
 Dataset paths resolve against, in order: the run's ``base_dir`` param (``airflow dags trigger
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
-from privstage_airflow import DPAggregateOperator, EncryptOperator, PrivacyPipelineOperator
+from privstage_airflow import AnonymizeOperator, DPAggregateOperator, EncryptOperator, PrivacyPipelineOperator
 
 # resolve(): a symlink in the DAGs folder still finds the spec beside the real file.
 SPEC_PATH = Path(__file__).resolve().parent / "pipeline.yaml"
@@ -67,7 +68,16 @@ with DAG(
         stage="dp_visits_monthly",
         base_dir="{{ params.base_dir }}",
     )
-    pseudonymize >> release
+    # The research release (k-anonymity, l-diversity, proven on the written output) is rebuilt from each month's
+    # pseudonymized table, hence overwrite.
+    research = AnonymizeOperator(
+        task_id="anonymize_research",
+        spec_path=str(SPEC_PATH),
+        stage="anonymize_research",
+        base_dir="{{ params.base_dir }}",
+        overwrite=True,
+    )
+    pseudonymize >> [release, research]
     # The raw visits at rest, encrypted per value under per-patient keys (independent of the release).
     EncryptOperator(
         task_id="encrypt_visits",

@@ -3,6 +3,9 @@
 Exit codes (one source of truth: :data:`privstage.errors.EXIT_CODES`): 0 success, 1 a stage failed
 while running (retryable), 2 usage, 3 SpecError, 4 GuardFailed, 5 BudgetExceeded, 6 KeyUnavailable,
 7 IntegrityError, 8 HEParameterError.
+
+``privstage scan DATASET`` classifies columns (kinds and confidences, never a value) and can write a
+starting ``kind: anonymize`` spec.
 """
 
 from __future__ import annotations
@@ -177,8 +180,91 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 f"(ledger key {dp['ledger_key']}"
                 f"{', release reused: nothing spent' if s.status == 'reused' or dp.get('reused_release') else ''})"
             )
+        anon = s.details.get("anonymize")
+        if anon:
+            risk = anon["risk"]
+            print(
+                f"  anonymity: {anon['model']}; smallest class {risk['min_class_size']}, smallest l {risk['min_l']}, "
+                f"{anon['suppressed_rows']} rows suppressed; levels "
+                + ", ".join(f"{c} {lv}/{anon['top_levels'][c]}" for c, lv in anon["levels"].items())
+            )
     print(f"  report: {report}")
     print(f"  report (HTML): {report.with_suffix('.html')}")
+    return 0
+
+
+def _scan_spec_text(args: argparse.Namespace, dataset: str, config: Any, sampled: int) -> str:
+    """A pipeline.yaml with one ``kind: anonymize`` stage built from a scan's suggestion, to review."""
+    import re
+
+    import yaml
+
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(dataset).name.split(".")[0]) or "dataset"
+    stem = stem if stem[0].isalpha() else f"d_{stem}"
+    stage: dict[str, Any] = {
+        "name": "anonymize",
+        "kind": "anonymize",
+        "input": {"path": dataset, "format": args.format, **({"options": dict(args.option)} if args.option else {})},
+        "output": {"path": f"{dataset.rstrip('/')}_anonymized"},
+        **config.model_dump(mode="json", exclude_none=True),
+    }
+    spec = {"version": 1, "name": f"{stem}_anonymize"[:64], "stages": [stage]}
+    header = (
+        f"# Starting anonymization spec written by `privstage scan` from a sample of {sampled} rows.\n"
+        "# Review every rule before use: the scan guesses from column names and value shapes.\n"
+    )
+    return header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=120)
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from privstage.anonymize import scan, suggest_config
+    from privstage.errors import SpecError
+    from privstage.io import read_dataset
+    from privstage.spark import get_session
+
+    dataset = args.dataset if "://" in args.dataset else str(Path(args.dataset).resolve())
+    if "://" not in dataset and not Path(dataset).exists():
+        raise SpecError(f"dataset {dataset} does not exist")
+    target = Path(args.write_spec) if args.write_spec else None
+    if target is not None and target.exists() and not args.force:
+        raise SpecError(f"{target} exists; pass --force to replace it")
+    spark = get_session()
+    try:
+        df = read_dataset(spark, dataset, args.format, dict(args.option or ()))
+        report = scan(df, sample_rows=args.sample_rows, seed=0)
+    except PrivstageError:
+        raise
+    except Exception as exc:
+        from privstage.errors import wrap_library_error
+
+        raise wrap_library_error(exc, f"cannot scan {dataset} as {args.format} ({type(exc).__name__})") from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"{dataset}: {report.rows_sampled} rows sampled")
+        print(f"  {'column':<24} {'type':<12} {'classified as':<15} confidence")
+        for c in report.columns:
+            hint = f"  (name suggests {c.name_hint})" if c.name_hint and c.name_hint != c.kind else ""
+            print(f"  {c.column:<24} {c.data_type:<12} {c.kind:<15} {c.confidence:.2f}{hint}")
+    if target is not None:
+        try:
+            config = suggest_config(
+                report,
+                key_id=args.key_id,
+                k=args.k,
+                l=args.l,
+                sensitive=args.sensitive,
+                max_suppression=args.max_suppression,
+                reference_date=dt.date.fromisoformat(args.reference_date) if args.reference_date else None,
+                identifier_columns=tuple(args.identifier or ()),
+            )
+        except ValueError as exc:
+            raise SpecError(f"cannot suggest an anonymization spec: {exc}") from None
+        assert target is not None
+        target.write_text(_scan_spec_text(args, dataset, config, report.rows_sampled), encoding="utf-8")
+        print(f"wrote a starting anonymize spec to {target} (review it before use)", file=sys.stderr)
     return 0
 
 
@@ -344,6 +430,13 @@ def _cmd_budget_abandon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="privstage", description="Guarded privacy stages for Spark pipelines.")
     parser.add_argument("--version", action="version", version=f"privstage {__version__}")
@@ -386,6 +479,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the month the DP release aggregates (default {DEMO_PARTITION}, the last month of the sample data)",
     )
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "scan", help="classify the columns of a dataset (PII kinds and confidence; never prints a value)"
+    )
+    p.add_argument("dataset", help="dataset path (Parquet by default)")
+    p.add_argument("--format", choices=("parquet", "csv", "json"), default="parquet")
+    p.add_argument(
+        "--option", action="append", type=_key_value, metavar="KEY=VALUE", help="reader option (csv: header=true)"
+    )
+    p.add_argument("--sample-rows", type=int, default=10_000, help="rows sampled (default 10000)")
+    p.add_argument("--json", action="store_true", help="the classification as JSON (shares and confidences)")
+    p.add_argument("--write-spec", metavar="FILE", help="write a pipeline.yaml with a starting anonymize stage")
+    p.add_argument("--force", action="store_true", help="replace an existing --write-spec file")
+    p.add_argument("--k", type=int, default=5, help="k of the written spec (default 5)")
+    p.add_argument("--l", type=int, default=None, help="l of the written spec (needs --sensitive)")
+    p.add_argument("--sensitive", help="the sensitive column of l-diversity")
+    p.add_argument("--max-suppression", type=float, default=0.02, help="share of rows that may be suppressed")
+    p.add_argument("--key-id", default="pseudonym-key", help="key id of pseudonym rules (default pseudonym-key)")
+    p.add_argument("--identifier", action="append", help="a column to pseudonymize (repeatable)")
+    p.add_argument("--reference-date", help="age bands are ages at this date (YYYY-MM-DD; default today)")
+    p.set_defaults(func=_cmd_scan)
 
     keys = sub.add_parser("keys", help="manage the local development keyring").add_subparsers(
         dest="keys_command", required=True

@@ -481,7 +481,8 @@ def _run_stage(
         manifest.rows_in = plan.committed.get("rows_in")
         manifest.rows_out = plan.committed.get("rows_out")
         manifest.details["reused_from"] = plan.committed.get("run_key")
-        manifest.details.update({k: v for k, v in plan.committed.get("details", {}).items() if k == "dp"})
+        committed_details = plan.committed.get("details", {})
+        manifest.details.update({k: v for k, v in committed_details.items() if k in ("dp", "anonymize")})
         manifest.guards.extend(GuardReport.from_dict(g) for g in plan.committed.get("guards", ()))
         progress.step("reused", True, 0.0, f"committed earlier by run key {plan.committed.get('run_key')}")
         return

@@ -94,6 +94,22 @@ class PipelineManifest:
         }
 
 
+def _anonymize_text(anon: dict[str, Any]) -> str:
+    """One line of an anonymize stage's risk and utility report (counts, shares and levels; no value)."""
+    risk = anon.get("risk") or {}
+    levels = ", ".join(f"{c} {lv}/{anon['top_levels'].get(c)}" for c, lv in anon.get("levels", {}).items())
+    at_risk = risk.get("records_at_risk_above") or {}
+    threshold = str(round(1 / anon["k"], 6)) if anon.get("k") else None
+    return (
+        f"anonymity: {anon['model']}; smallest class {risk.get('min_class_size')}, {risk.get('classes')} classes, "
+        f"smallest l {risk.get('min_l')}; generalization levels {levels}; suppressed {anon['suppressed_rows']} of "
+        f"{anon['rows_in']} rows (limit {anon['suppression_limit_rows']}); discernibility {anon['discernibility']} "
+        f"(normalized {anon['normalized_discernibility']}); max prosecutor risk {risk.get('prosecutor_risk_max')}"
+        + (f", records above 1/k risk {at_risk.get(threshold)}" if threshold in at_risk else "")
+        + f"; class sizes {risk.get('class_size_histogram')}"
+    )
+
+
 def _html(manifest: dict[str, Any]) -> str:
     rows = []
     for s in manifest["stages"]:
@@ -115,6 +131,9 @@ def _html(manifest: dict[str, Any]) -> str:
                 f"ledger key {dp['ledger_key']}{reused}"
             )
             guards += f"<li>{html.escape(text)}</li>"
+        anon = (s.get("details") or {}).get("anonymize")
+        if anon:
+            guards += f"<li>{html.escape(_anonymize_text(anon))}</li>"
         rows.append(
             "<tr>"
             + "".join(

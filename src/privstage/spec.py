@@ -30,6 +30,7 @@ from privstage.budget.values import Delta, Epsilon, PrivacyBudget
 from privstage.errors import SpecError
 
 __all__ = [
+    "AnonymizeStage",
     "BFVParamsSpec",
     "CKKSParamsSpec",
     "DPAggregateStage",
@@ -784,9 +785,32 @@ class DecryptStage(StageBase):
         return frozenset({self.kek_id}) if self.kek_id else frozenset()
 
 
+# --------------------------------------------------------------------------------------------
+# anonymize
+# --------------------------------------------------------------------------------------------
+# privstage.anonymize.config builds on StrictModel and validate_key_id above; privstage.anonymize imports this
+# module first (its __init__), so whichever is imported first, both are complete when this line runs.
+from privstage.anonymize.config import AnonymizeConfig, DateShiftRule, KeepRule, PseudonymizeRule  # noqa: E402
+
+
+class AnonymizeStage(StageBase, AnonymizeConfig):
+    """Anonymization: one rule per input column (:class:`~privstage.anonymize.AnonymizeConfig`'s ``columns``,
+    ``k``, ``l``, ``max_suppression``, ``null_policy``, ``unlisted``), enforced and measured on the release."""
+
+    kind: Literal["anonymize"]
+
+    def input_sensitive_columns(self) -> frozenset[str]:
+        # Every column a rule transforms holds personal data; only explicitly kept columns are not.
+        return frozenset(self.sensitive_columns) | {r.column for r in self.columns if not isinstance(r, KeepRule)}
+
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(r.key_id for r in self.columns if isinstance(r, PseudonymizeRule | DateShiftRule))
+
+
 StageSpec = Annotated[
     PseudonymizeStage
     | DPAggregateStage
+    | AnonymizeStage
     | EncryptStage
     | DecryptStage
     | HEKeygenStage
@@ -795,7 +819,7 @@ StageSpec = Annotated[
     | HEDecryptStage,
     Field(discriminator="kind"),
 ]
-STAGE_KINDS: tuple[str, ...] = ("pseudonymize", "dp_aggregate", "encrypt", "decrypt", *HE_STAGE_KINDS)
+STAGE_KINDS: tuple[str, ...] = ("pseudonymize", "dp_aggregate", "anonymize", "encrypt", "decrypt", *HE_STAGE_KINDS)
 
 
 def stage_inputs(stage: StageSpec) -> tuple[DatasetInput, ...]:

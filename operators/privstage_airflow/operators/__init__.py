@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from privstage_airflow.operators.anonymize import AnonymizeOperator, anonymization_summary
 from privstage_airflow.operators.dp_aggregate import DPAggregateOperator
 from privstage_airflow.operators.encryption import DecryptOperator, EncryptOperator
 from privstage_airflow.operators.he import (
@@ -21,6 +22,7 @@ from privstage_airflow.operators.pipeline import (
 )
 
 __all__ = [
+    "AnonymizeOperator",
     "DPAggregateOperator",
     "DecryptOperator",
     "EncryptOperator",
@@ -32,6 +34,7 @@ __all__ = [
     "PrivacyPipelineOperator",
     "PrivstageOperatorBase",
     "PseudonymizeOperator",
+    "anonymization_summary",
     "dp_release_summary",
     "he_summary",
     "run_context_from",

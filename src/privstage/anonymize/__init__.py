@@ -8,6 +8,9 @@ search, suppression, report measured on the release), :func:`measure_risk`, and 
 
 from __future__ import annotations
 
+# The ``kind: anonymize`` stage spec (privstage.spec) embeds AnonymizeConfig and this package builds on
+# privstage.spec's base models: importing privstage.spec first lets either side be imported first.
+import privstage.spec  # noqa: F401
 from privstage.anonymize.config import (
     TOP,
     AgeHierarchy,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from privstage.anonymize.config import (
     AgeHierarchy,
@@ -29,7 +29,7 @@ from privstage.anonymize.config import (
     TopBottomCodeRule,
 )
 from privstage.anonymize.hierarchy import base_value, labels, level_labels
-from privstage.anonymize.risk import RiskReport, measure_risk
+from privstage.anonymize.risk import RiskReport, measure_risk, risk_of_classes
 from privstage.anonymize.search import (
     COUNT_COL,
     NULL_COL,
@@ -55,7 +55,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from privstage.keys.base import KeyProvider
 
-__all__ = ["AnonymityNotAchievable", "AnonymizationReport", "AnonymizationResult", "anonymize", "check_schema"]
+__all__ = [
+    "AnonymityNotAchievable",
+    "AnonymizationReport",
+    "AnonymizationResult",
+    "anonymize",
+    "check_schema",
+    "release_schema",
+]
 
 
 class AnonymityNotAchievable(GuardFailed):
@@ -153,6 +160,33 @@ def check_schema(config: AnonymizeConfig, schema: StructType, *, stage: str | No
     return unlisted
 
 
+def _qi_specs(config: AnonymizeConfig) -> list[QISpec]:
+    return [
+        QISpec(name=r.column, low=r.level_range[0], high=r.level_range[1], top=r.hierarchy.levels - 1)
+        for r in config.quasi_identifiers
+    ]
+
+
+def release_schema(config: AnonymizeConfig, schema: StructType, *, spark: SparkSession) -> StructType:
+    """The schema of the release of an input with ``schema``, without reading data or keys.
+
+    The release projection is built over an empty frame of that schema: keyed columns get stand-ins of
+    their types (pseudonyms are text, date shifts whole days) and every quasi-identifier its lowest
+    allowed level (every level's label is text, so the level chosen later does not change the type).
+    """
+    from pyspark.sql import functions as F
+
+    unlisted = check_schema(config, schema)
+    qis = _qi_specs(config)
+    prepared = _prepare(spark.createDataFrame([], schema), config, qis)
+    stand_ins = {r.column: F.lit(None).cast("string") for r in config.columns if isinstance(r, PseudonymizeRule)}
+    shifts = [r for r in config.columns if isinstance(r, DateShiftRule)]
+    stand_ins.update({shift_column(i): F.lit(0).cast("int") for i in range(len(shifts))})
+    stand_ins.update({f"__g{i}": F.col(q.label_column(i, q.low)) for i, q in enumerate(qis)})
+    chosen = prepared.withColumns(stand_ins)
+    return chosen.select(*_outputs(chosen, prepared.select(*schema.fieldNames()), config, qis, unlisted)).schema
+
+
 def _prepare(df: DataFrame, config: AnonymizeConfig, qis: list[QISpec]) -> DataFrame:
     """``df`` plus the label columns of every allowed level of every QI and the null flag.
 
@@ -185,6 +219,7 @@ def anonymize(
     spark: SparkSession,
     keys: KeyProvider | None = None,
     stage: str = "anonymize",
+    measure: Literal["release", "classes"] = "release",
 ) -> AnonymizationResult:
     """Anonymize ``df``: transform every column by its rule and enforce the privacy model.
 
@@ -194,6 +229,9 @@ def anonymize(
         spark: the session (for the small node and key relations).
         keys: key provider for pseudonym and date-shift keys.
         stage: stage name for messages.
+        measure: where the risk report is measured: on the ``release`` itself (one more pass over the rows), or
+            on the chosen node's kept ``classes`` in the small count table (exactly the release's classes; for
+            callers that verify the written release themselves, as the ``anonymize`` stage's guards do).
 
     Returns:
         The release (lazy) and its report, measured on the release.
@@ -210,10 +248,7 @@ def anonymize(
     unlisted = check_schema(config, df.schema, stage=stage)
     resolved = resolve_keys(config, keys, stage=stage)
     model = _model_name(config)
-    qis = [
-        QISpec(name=r.column, low=r.level_range[0], high=r.level_range[1], top=r.hierarchy.levels - 1)
-        for r in config.quasi_identifiers
-    ]
+    qis = _qi_specs(config)
     sensitive = config.sensitive
     prepared = _prepare(df, config, qis)
 
@@ -251,7 +286,9 @@ def anonymize(
                 stage=stage,
                 best_k=total_rows,
             )
-        base = counted.where(~F.col(NULL_COL)).drop(NULL_COL)
+        # The count table is small: a few partitions of it (not spark.sql.shuffle.partitions, 200 by default) keep
+        # the search and the class jobs below from running hundreds of near-empty tasks each.
+        base = counted.where(~F.col(NULL_COL)).drop(NULL_COL).coalesce(max(1, -(-base_rows // 1_000_000)))
         result = lattice_search(
             base, qis, spark=spark, k=config.k, l=config.l, budget=budget, total_rows=total_rows,
             null_suppressed=null_rows, base_rows=base_rows, has_sensitive=sensitive is not None,
@@ -292,7 +329,11 @@ def anonymize(
         release = kept.select(*_outputs(kept, df, config, qis, unlisted))
 
         qi_out = [r.output_column or r.column for r in config.quasi_identifiers]
-        risk = measure_risk(release, qi_out, sensitive)
+        if measure == "release":
+            risk = measure_risk(release, qi_out, sensitive)
+        else:
+            kept_classes = classes.where(~fail).withColumnRenamed("d", "l") if sensitive else classes.where(~fail)
+            risk = risk_of_classes(kept_classes, has_l=sensitive is not None)
     finally:
         counted.unpersist()
 

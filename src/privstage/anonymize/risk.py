@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-__all__ = ["PROSECUTOR_THRESHOLDS", "RiskReport", "class_stats", "measure_risk"]
+__all__ = ["PROSECUTOR_THRESHOLDS", "RiskReport", "class_stats", "measure_risk", "risk_of_classes"]
 
 #: Prosecutor-risk thresholds reported: share of records whose re-identification risk 1/|class| exceeds each.
 PROSECUTOR_THRESHOLDS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
@@ -58,9 +58,14 @@ def _bucket_label(i: int) -> str:
 
 def measure_risk(data: DataFrame, quasi_identifiers: list[str], sensitive: str | None = None) -> RiskReport:
     """Class sizes, prosecutor risk, l and discernibility of ``data`` over its quasi-identifiers (one job)."""
+    return risk_of_classes(class_stats(data, quasi_identifiers, sensitive), has_l=sensitive is not None)
+
+
+def risk_of_classes(classes: DataFrame, *, has_l: bool) -> RiskReport:
+    """The :class:`RiskReport` of a table of equivalence classes (``n`` rows and, with ``has_l``, ``l``) (one job)."""
     from pyspark.sql import functions as F
 
-    classes = class_stats(data, quasi_identifiers, sensitive)
+    sensitive = "l" if has_l else None
     n = F.col("n")
     aggs = [
         F.sum(n).alias("rows"),

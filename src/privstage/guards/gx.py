@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from privstage.errors import SpecError, wrap_library_error
 from privstage.guards.base import GuardContext, GuardOutcome
@@ -49,11 +49,12 @@ _RESULT_FORMAT: Mapping[str, Any] = {
 _COUNT_FIELDS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "missing_percent")
 #: Expectation fields privstage sets itself; a spec may not override them.
 _RESERVED_KWARGS = frozenset({"result_format", "catch_exceptions", "id", "rendered_content"})
-#: Kwargs that name columns.
-_COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list")
+#: Kwargs that name columns (the last three are privstage's anonymity expectations').
+_COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list", "quasi_identifiers", "sensitive", "columns")
 #: Kwargs that carry no data value; the only ones reported for an expectation on a sensitive column.
 _STRUCTURAL_KWARGS = frozenset(
     {*_COLUMN_KWARGS, "mostly", "strict_min", "strict_max", "ignore_row_if", "type_", "type_list", "condition_parser"}
+    | {"k", "l", "kinds"}
 )
 _SPARK_ENGINE = "SparkDFExecutionEngine"
 _EXCEPTION_HEADER = re.compile(r"^((?:[A-Za-z_]\w*\.)*([A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)))(?::|$)")
@@ -65,15 +66,125 @@ _GX_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------------
+# privstage's own expectations: k-anonymity, l-diversity, no plaintext PII
+# --------------------------------------------------------------------------------------------
+#: Expectation type -> the metric it depends on. The metrics run privstage's release guards
+#: (:mod:`privstage.anonymize.guards`) on the batch, so GX and the stage's built-in guards compute the
+#: same figures; results carry counts and sizes only.
+ANONYMITY_EXPECTATIONS = {
+    "expect_k_anonymity": "privstage.k_anonymity",
+    "expect_l_diversity": "privstage.l_diversity",
+    "expect_no_plaintext_pii": "privstage.plaintext_pii",
+}
+_REGISTERED: list[type] = []
+
+
+def _guard_for(metric: str, kwargs: Mapping[str, Any]) -> Any:
+    from privstage.anonymize.guards import DEFAULT_PII_KINDS, KAnonymityGuard, LDiversityGuard, NoPlaintextPIIGuard
+
+    if metric == "privstage.k_anonymity":
+        return KAnonymityGuard(tuple(kwargs["quasi_identifiers"]), int(kwargs["k"]))
+    if metric == "privstage.l_diversity":
+        return LDiversityGuard(tuple(kwargs["quasi_identifiers"]), str(kwargs["sensitive"]), int(kwargs["l"]))
+    return NoPlaintextPIIGuard(tuple(kwargs["columns"]), tuple(kwargs.get("kinds") or DEFAULT_PII_KINDS))
+
+
+def _register_privstage_expectations() -> None:
+    """Define (once per process) the GX metrics and expectations behind ``expect_k_anonymity``,
+    ``expect_l_diversity`` and ``expect_no_plaintext_pii``; defining a subclass registers it with GX."""
+    if _REGISTERED:
+        return
+    from great_expectations.compatibility import pydantic
+    from great_expectations.core.metric_domain_types import MetricDomainTypes
+    from great_expectations.execution_engine import SparkDFExecutionEngine
+    from great_expectations.expectations.expectation import BatchExpectation
+    from great_expectations.expectations.metrics.metric_provider import metric_value
+    from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+
+    def spark_metric(name: str, keys: tuple[str, ...]) -> type:
+        def _spark(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+            df, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+            guard = _guard_for(name, metric_value_kwargs)
+            outcomes = guard.check(GuardContext(stage="gx", phase="after", data=df))
+            return [(o.column, o.success, dict(o.details)) for o in outcomes]
+
+        body = {"metric_name": name, "value_keys": keys, "_spark": metric_value(engine=SparkDFExecutionEngine)(_spark)}
+        return type(f"_Privstage{name.split('.')[-1].title().replace('_', '')}Metric", (TableMetricProvider,), body)
+
+    class _Anonymity(BatchExpectation):
+        """Shared validation: every outcome of the metric must pass; counts go to the result."""
+
+        metric: ClassVar[str] = ""
+
+        def _validate(self, metrics, runtime_configuration=None, execution_engine=None):  # type: ignore[override]
+            outcomes = metrics[self.metric]
+            result: dict[str, Any] = {}
+            details = [d for _, _, d in outcomes]
+            if self.metric == "privstage.k_anonymity":
+                result = {"observed_value": details[0]["smallest_class"],
+                          "unexpected_count": details[0]["rows_in_small_classes"]}  # fmt: skip
+            elif self.metric == "privstage.l_diversity":
+                result = {"observed_value": details[0]["smallest_l"], "unexpected_count": details[0]["classes_below_l"]}
+            else:
+                found = sum(sum(d["matching_values"].values()) for d in details)
+                result = {"observed_value": found, "unexpected_count": found}
+            return {"success": all(ok for _, ok, _ in outcomes), "result": result}
+
+    class ExpectKAnonymity(_Anonymity):
+        """Every combination of the quasi-identifiers occurs at least ``k`` times (counts only in the result)."""
+
+        quasi_identifiers: list[str] = pydantic.Field(min_items=1)
+        k: int = pydantic.Field(ge=1)
+        metric: ClassVar[str] = "privstage.k_anonymity"
+        metric_dependencies = ("privstage.k_anonymity",)
+        success_keys = ("quasi_identifiers", "k")
+        args_keys = ("quasi_identifiers", "k")
+
+    class ExpectLDiversity(_Anonymity):
+        """Every class of the quasi-identifiers holds at least ``l`` distinct values of ``sensitive``."""
+
+        quasi_identifiers: list[str] = pydantic.Field(min_items=1)
+        sensitive: str
+        l: int = pydantic.Field(ge=1)  # noqa: E741
+        metric: ClassVar[str] = "privstage.l_diversity"
+        metric_dependencies = ("privstage.l_diversity",)
+        success_keys = ("quasi_identifiers", "sensitive", "l")
+        args_keys = ("quasi_identifiers", "sensitive", "l")
+
+    class ExpectNoPlaintextPii(_Anonymity):
+        """No value of ``columns`` has the shape of a direct identifier (e-mail, SSN, card, IBAN, phone, IP)."""
+
+        columns: list[str] = pydantic.Field(min_items=1)
+        kinds: list[str] | None = None
+        metric: ClassVar[str] = "privstage.plaintext_pii"
+        metric_dependencies = ("privstage.plaintext_pii",)
+        success_keys = ("columns", "kinds")
+        args_keys = ("columns",)
+
+    _REGISTERED.extend(
+        [
+            spark_metric("privstage.k_anonymity", ("quasi_identifiers", "k")),
+            spark_metric("privstage.l_diversity", ("quasi_identifiers", "sensitive", "l")),
+            spark_metric("privstage.plaintext_pii", ("columns", "kinds")),
+            ExpectKAnonymity,
+            ExpectLDiversity,
+            ExpectNoPlaintextPii,
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Spec checks (no data)
 # --------------------------------------------------------------------------------------------
 def _registry() -> dict[str, type]:
-    """GX's expectation registry: snake-case type -> Expectation class (core expectations)."""
+    """GX's expectation registry: snake-case type -> Expectation class (core and privstage's expectations)."""
     import great_expectations  # noqa: F401  (importing registers the core expectations)
     from great_expectations.expectations.registry import (
         get_expectation_impl,
         list_registered_expectation_implementations,
     )
+
+    _register_privstage_expectations()
 
     return {
         name: get_expectation_impl(name)

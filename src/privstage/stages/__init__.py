@@ -46,6 +46,7 @@ STAGE_MODULES: dict[str, str] = {
     "he_decrypt": "privstage.stages.he_decrypt",
     "encrypt": "privstage.stages.encrypt",
     "decrypt": "privstage.stages.decrypt",
+    "anonymize": "privstage.stages.anonymize",
 }
 
 
