@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -80,14 +81,19 @@ def run_sum(
     keys = Keys(parties)
     plan = layout.plan(holder.params, parties=len(frames))
     public = holder.public_context().data
-    paths = []
-    for party_id, df in zip(parties, frames, strict=True):
+
+    def contribute(party_id: str, df) -> str:
         party = Party(party_id, public, plan=plan, key=keys.party[party_id])
         out = str(root / "parties" / party_id)
         party.write(
             party.pack_groups(df, group_column="diagnosis", layout=layout), out, layout=layout, round_id=round_id
         )
-        paths.append(out)
+        return out
+
+    # Parties are independent organisations: their Spark jobs run concurrently, as they would in the field
+    # (and a 20-party round takes a third of the time it takes one party after another).
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        paths = list(pool.map(contribute, parties, frames))
     aggregator = Aggregator("hub", public, plan=plan, key=keys.aggregator)
     agg_path = str(root / "aggregate")
     aggregator.aggregate(
