@@ -13,15 +13,14 @@ class, smallest l, suppressed rows, information loss): counts, shares and levels
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from privstage.errors import SpecError
 from privstage_airflow._compat import Context
-from privstage_airflow.operators.pipeline import PrivstageOperatorBase
+from privstage_airflow.operators.pipeline import StageOperator
 
 if TYPE_CHECKING:  # pragma: no cover
-    from privstage.spec import PipelineSpec
+    pass
 
 __all__ = ["AnonymizeOperator", "anonymization_summary"]
 
@@ -52,7 +51,7 @@ def anonymization_summary(stage: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-class AnonymizeOperator(PrivstageOperatorBase):
+class AnonymizeOperator(StageOperator):
     """Run one ``anonymize`` stage of a pipeline spec.
 
     Args:
@@ -72,34 +71,8 @@ class AnonymizeOperator(PrivstageOperatorBase):
             )
     """
 
-    template_fields: Sequence[str] = ("spec_path", "stage", "base_dir", "report_path", "partition")
+    stage_kinds = ("anonymize",)
     ui_color = "#e3f2ea"
-
-    def __init__(self, *, spec_path: str, stage: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.spec_path = spec_path
-        self.stage = stage
-
-    def build_spec(self) -> PipelineSpec:
-        """The spec, checked to hold an ``anonymize`` stage of that name.
-
-        Raises:
-            SpecError: the spec is invalid, the stage is unknown or of another kind.
-        """
-        from privstage.spec import load_spec
-
-        spec = load_spec(self.spec_path, base_dir=self.base_dir or None)
-        stage = spec.stage(self.stage)  # SpecError for an unknown name
-        if stage.kind != "anonymize":
-            raise SpecError(
-                f"AnonymizeOperator '{self.task_id}' runs anonymize stages; '{self.stage}' is a {stage.kind} "
-                "stage (use PrivacyPipelineOperator)",
-                stage=self.stage,
-            )
-        return spec
-
-    def selected_stages(self) -> Sequence[str]:
-        return [self.stage]
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Anonymize; return the manifest with an ``anonymization`` summary (no value).
@@ -109,5 +82,5 @@ class AnonymizeOperator(PrivstageOperatorBase):
             PrivstageError: retryable failures (Spark); Airflow retries them.
         """
         manifest = super().execute(context)
-        entry = next(s for s in manifest["stages"] if s["name"] == self.stage)
+        entry = self.stage_entry(manifest)
         return {**manifest, "anonymization": anonymization_summary(entry)}

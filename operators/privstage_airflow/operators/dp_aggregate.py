@@ -20,17 +20,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from privstage.errors import SpecError
 from privstage_airflow._compat import Context
-from privstage_airflow.operators.pipeline import PrivstageOperatorBase, dp_release_summary
+from privstage_airflow.operators.pipeline import StageOperator, dp_release_summary
 
 if TYPE_CHECKING:  # pragma: no cover
-    from privstage.spec import PipelineSpec
+    pass
 
 __all__ = ["DPAggregateOperator"]
 
 
-class DPAggregateOperator(PrivstageOperatorBase):
+class DPAggregateOperator(StageOperator):
     """Run one ``dp_aggregate`` stage of a pipeline spec for the task's partition.
 
     Args:
@@ -57,33 +56,8 @@ class DPAggregateOperator(PrivstageOperatorBase):
     """
 
     template_fields: Sequence[str] = ("spec_path", "stage", "partition", "base_dir", "report_path")
+    stage_kinds = ("dp_aggregate",)
     ui_color = "#e8e3f2"
-
-    def __init__(self, *, spec_path: str, stage: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.spec_path = spec_path
-        self.stage = stage
-
-    def build_spec(self) -> PipelineSpec:
-        """The spec, checked to hold a ``dp_aggregate`` stage of that name.
-
-        Raises:
-            SpecError: the spec is invalid, the stage is unknown or of another kind.
-        """
-        from privstage.spec import load_spec
-
-        spec = load_spec(self.spec_path, base_dir=self.base_dir or None)
-        stage = spec.stage(self.stage)  # SpecError for an unknown name
-        if stage.kind != "dp_aggregate":
-            raise SpecError(
-                f"DPAggregateOperator '{self.task_id}' runs dp_aggregate stages; '{self.stage}' is a {stage.kind} "
-                "stage (use PrivacyPipelineOperator)",
-                stage=self.stage,
-            )
-        return spec
-
-    def selected_stages(self) -> Sequence[str]:
-        return [self.stage]
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Publish the release (or return the committed one); return the manifest with a ``dp_release`` summary.
@@ -93,5 +67,5 @@ class DPAggregateOperator(PrivstageOperatorBase):
             PrivstageError: retryable failures (Spark, the ledger database); Airflow retries them.
         """
         manifest = super().execute(context)
-        entry = next(s for s in manifest["stages"] if s["name"] == self.stage)
+        entry = self.stage_entry(manifest)
         return {**manifest, "dp_release": dp_release_summary(entry)}

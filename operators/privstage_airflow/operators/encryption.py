@@ -10,52 +10,17 @@ keys, never wrapped keys.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
-from privstage.errors import SpecError
-from privstage_airflow.operators.pipeline import PrivstageOperatorBase
+from privstage_airflow.operators.pipeline import StageOperator
 
 if TYPE_CHECKING:  # pragma: no cover
-    from privstage.spec import PipelineSpec
+    pass
 
 __all__ = ["DecryptOperator", "EncryptOperator"]
 
 
-class _OneStageOperator(PrivstageOperatorBase):
-    """Run one stage of a given kind from a pipeline spec file."""
-
-    kind: ClassVar[str]
-    template_fields: Sequence[str] = ("spec_path", "stage", "base_dir", "report_path", "partition")
-
-    def __init__(self, *, spec_path: str, stage: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.spec_path = spec_path
-        self.stage = stage
-
-    def build_spec(self) -> PipelineSpec:
-        """The spec, checked to hold a stage of this operator's kind under that name.
-
-        Raises:
-            SpecError: the spec is invalid, the stage is unknown or of another kind.
-        """
-        from privstage.spec import load_spec
-
-        spec = load_spec(self.spec_path, base_dir=self.base_dir or None)
-        stage = spec.stage(self.stage)  # SpecError for an unknown name
-        if stage.kind != self.kind:
-            raise SpecError(
-                f"{type(self).__name__} '{self.task_id}' runs {self.kind} stages; '{self.stage}' is a {stage.kind} "
-                "stage (use PrivacyPipelineOperator)",
-                stage=self.stage,
-            )
-        return spec
-
-    def selected_stages(self) -> Sequence[str]:
-        return [self.stage]
-
-
-class EncryptOperator(_OneStageOperator):
+class EncryptOperator(StageOperator):
     """Run one ``encrypt`` stage of a pipeline spec (file mode: Parquet Modular Encryption; field mode: per-value
     AEAD, optionally with per-subject keys).
 
@@ -76,11 +41,11 @@ class EncryptOperator(_OneStageOperator):
             )
     """
 
-    kind = "encrypt"
+    stage_kinds = ("encrypt",)
     ui_color = "#f2e3e3"
 
 
-class DecryptOperator(_OneStageOperator):
+class DecryptOperator(StageOperator):
     """Run one ``decrypt`` stage of a pipeline spec: verify the sealed manifest and files, then decrypt.
 
     Args:
@@ -93,5 +58,5 @@ class DecryptOperator(_OneStageOperator):
             failures; no retry. ``KeyUnavailable`` (a shredded subject, a disabled key version) propagates.
     """
 
-    kind = "decrypt"
+    stage_kinds = ("decrypt",)
     ui_color = "#e3ecf2"

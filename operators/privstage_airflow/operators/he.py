@@ -23,12 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from privstage.errors import SpecError
 from privstage_airflow._compat import Context
-from privstage_airflow.operators.pipeline import PrivstageOperatorBase
+from privstage_airflow.operators.pipeline import StageOperator
 
 if TYPE_CHECKING:  # pragma: no cover
-    from privstage.spec import PipelineSpec
+    pass
 
 __all__ = [
     "HEAggregateOperator",
@@ -49,7 +48,7 @@ def he_summary(stage: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"stage": stage.get("name"), "status": stage.get("status"), **{k: he[k] for k in keep if k in he}}
 
 
-class HEStageOperator(PrivstageOperatorBase):
+class HEStageOperator(StageOperator):
     """Run one HE stage of a pipeline spec (the role's subclasses fix the stage kind).
 
     Args:
@@ -63,32 +62,10 @@ class HEStageOperator(PrivstageOperatorBase):
     ui_color = "#e3ecf2"
     stage_kind: ClassVar[str] = ""
 
-    def __init__(self, *, spec_path: str, stage: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.spec_path = spec_path
-        self.stage = stage
+    def allowed_kinds(self) -> tuple[str, ...]:
+        from privstage.spec import HE_STAGE_KINDS
 
-    def build_spec(self) -> PipelineSpec:
-        """The spec, checked to hold a stage of this operator's kind under that name.
-
-        Raises:
-            SpecError: the spec is invalid, the stage is unknown or of another kind.
-        """
-        from privstage.spec import HE_STAGE_KINDS, load_spec
-
-        spec = load_spec(self.spec_path, base_dir=self.base_dir or None)
-        stage = spec.stage(self.stage)
-        allowed = (self.stage_kind,) if self.stage_kind else HE_STAGE_KINDS
-        if stage.kind not in allowed:
-            raise SpecError(
-                f"{type(self).__name__} '{self.task_id}' runs {' / '.join(allowed)} stages; '{self.stage}' is a "
-                f"{stage.kind} stage",
-                stage=self.stage,
-            )
-        return spec
-
-    def selected_stages(self) -> Sequence[str]:
-        return [self.stage]
+        return (self.stage_kind,) if self.stage_kind else HE_STAGE_KINDS
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the stage; return the manifest with an ``he`` summary.
@@ -98,7 +75,7 @@ class HEStageOperator(PrivstageOperatorBase):
             PrivstageError: retryable failures (Spark, TenSEAL, the ledger database); Airflow retries them.
         """
         manifest = super().execute(context)
-        entry = next(s for s in manifest["stages"] if s["name"] == self.stage)
+        entry = self.stage_entry(manifest)
         return {**manifest, "he": he_summary(entry)}
 
 

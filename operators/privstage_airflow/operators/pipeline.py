@@ -16,9 +16,9 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from privstage.errors import PrivstageError
+from privstage.errors import PrivstageError, SpecError
 from privstage_airflow._compat import BaseOperator, Context
 from privstage_airflow._errors import spec_error_from_validation, translate_errors
 from privstage_airflow.hooks.privstage import PrivstageHook
@@ -31,6 +31,7 @@ __all__ = [
     "PrivacyPipelineOperator",
     "PrivstageOperatorBase",
     "PseudonymizeOperator",
+    "StageOperator",
     "dp_release_summary",
     "run_context_from",
 ]
@@ -244,6 +245,59 @@ class PrivstageOperatorBase(BaseOperator):
                             report["phase"],
                             "blocking" if outcome.get("blocking", True) else "warning only",
                         )
+
+
+class StageOperator(PrivstageOperatorBase):
+    """Run one named stage of a pipeline spec, checked to be of the operator's kind.
+
+    The base of the per-kind operators (``DPAggregateOperator``, ``AnonymizeOperator``, ``EncryptOperator``, the
+    HE role operators): a DAG cannot quietly run, say, a decryption where an aggregation was meant.
+
+    Args:
+        spec_path: the pipeline spec file (templated).
+        stage: the name of the stage to run (templated). Its input, when it is an earlier stage's output,
+            must exist: run that stage in an upstream task.
+        **kwargs: see :class:`PrivstageOperatorBase` and Airflow's ``BaseOperator``.
+    """
+
+    template_fields: Sequence[str] = ("spec_path", "stage", "base_dir", "report_path", "partition")
+    #: The stage kinds this operator runs.
+    stage_kinds: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, spec_path: str, stage: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+        self.stage = stage
+
+    def allowed_kinds(self) -> tuple[str, ...]:
+        """The stage kinds this operator accepts (a subclass may compute them)."""
+        return self.stage_kinds
+
+    def build_spec(self) -> PipelineSpec:
+        """The spec, checked to hold a stage of this operator's kind under that name.
+
+        Raises:
+            SpecError: the spec is invalid, the stage is unknown or of another kind.
+        """
+        from privstage.spec import load_spec
+
+        spec = load_spec(self.spec_path, base_dir=self.base_dir or None)
+        stage = spec.stage(self.stage)  # SpecError for an unknown name
+        allowed = self.allowed_kinds()
+        if stage.kind not in allowed:
+            raise SpecError(
+                f"{type(self).__name__} '{self.task_id}' runs {' / '.join(allowed)} stages; '{self.stage}' is a "
+                f"{stage.kind} stage (use PrivacyPipelineOperator)",
+                stage=self.stage,
+            )
+        return spec
+
+    def selected_stages(self) -> Sequence[str]:
+        return [self.stage]
+
+    def stage_entry(self, manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+        """This operator's stage in a run manifest."""
+        return next(s for s in manifest["stages"] if s["name"] == self.stage)
 
 
 class PrivacyPipelineOperator(PrivstageOperatorBase):
