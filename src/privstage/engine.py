@@ -474,7 +474,6 @@ def _run_stage(
     progress: _Progress,
     context: RunContext,
 ) -> None:
-    stage = plan.spec
     if plan.committed is not None:
         # This run key (or this release) committed the stage already: reconnect, do not redo.
         manifest.status = "reused"
@@ -486,10 +485,6 @@ def _run_stage(
         manifest.guards.extend(GuardReport.from_dict(g) for g in plan.committed.get("guards", ()))
         progress.step("reused", True, 0.0, f"committed earlier by run key {plan.committed.get('run_key')}")
         return
-    sensitive = stage.input_sensitive_columns()
-    sensitive_out = sensitive | {
-        f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()
-    }
     try:
         _run_stage_io(
             plan,
@@ -500,8 +495,6 @@ def _run_stage(
             pipeline=pipeline,
             progress=progress,
             context=context,
-            sensitive=sensitive,
-            sensitive_out=sensitive_out,
         )
     finally:
         close = getattr(plan.module, "close", None)
@@ -519,10 +512,12 @@ def _run_stage_io(
     pipeline: str,
     progress: _Progress,
     context: RunContext,
-    sensitive: frozenset[str],
-    sensitive_out: frozenset[str],
 ) -> None:
     stage = plan.spec
+    sensitive = stage.input_sensitive_columns()
+    sensitive_out = sensitive | {
+        f.name for f in plan.output_schema.fields if f.name not in plan.input_schema.fieldNames()
+    }
     input_options = dict(plan.input_options)
     if hasattr(plan.module, "input_options"):  # e.g. decryption settings for an encrypted input
         input_options.update(plan.module.input_options(plan.detail))
